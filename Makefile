@@ -1,0 +1,29 @@
+# Two commands set everything up on a fresh machine:
+#   make run    the default experiment (builds the venv and the offline suite when missing)
+#   make test   the test suite (what CI runs)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.paretobench-installed
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: run test install bench-eval leaderboard clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	# keep a torch that is already there; else torch and torchvision together, pinned
+	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install $(TORCH)
+	$(PY) -c "import torch, torchvision; print(f'torch=={torch.__version__}\ntorchvision=={torchvision.__version__}')" > $(VENV)/constraints.txt
+	$(PIP) install -c $(VENV)/constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m bench run
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,21 @@
+"""What every method is: a small typed class with one verb.
+
+    front = SomeMethod(**config).approximate_front(suite, evaluator=evaluator, seed=0)
+
+The constructor (a dataclass) is the config schema (`bench/conf/method/<name>.yaml` holds its
+defaults); `approximate_front` returns a `bench.front.Front`. Methods never loop over evaluation
+data: every candidate is scored through `evaluator.evaluate(params, split, key=recipe)`.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+from bench.front import Front
+
+
+class Method:
+    paper: ClassVar[str] = ""   # the paper it follows, printed as a leaderboard footnote
+    url: ClassVar[str] = ""
+
+    def approximate_front(self, suite, *, evaluator, seed: int) -> Front:  # pragma: no cover
+        raise NotImplementedError

@@ -1,0 +1,70 @@
+"""ta_grid: task arithmetic θ0 + Σ λ_i τ_i evaluated over a grid of coefficients.
+
+    python -m bench run method=ta_grid tasks=toy-quadratic method.mode=grid method.points=21
+
+Task arithmetic: Ilharco et al., "Editing Models with Task Arithmetic", ICLR 2023. `mode=shared` is
+the PWE-MoE paper's baseline (one λ for all tasks); `mode=grid` a per-task grid in [lo, hi]^T whose
+axis shrinks with T so at most `max_points` points are evaluated; `mode=simplex` λ = s·d for
+das-dennis directions d and scales s. Every point is evaluated on the test split.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from pymoo.util.ref_dirs import get_reference_directions
+
+from bench.front import Front
+from bench.merge import task_arithmetic
+from bench.registry import METHODS, BenchError
+from methods.base import Method
+
+
+def grid_coefficients(mode: str, num_tasks: int, points: int, lo: float, hi: float,
+                      max_points: int, partitions: int, scales: list[float]) -> np.ndarray:
+    """[n, T] coefficient vectors of the chosen grid (pure function, unit-tested)."""
+    if mode == "shared":
+        return np.repeat(np.linspace(lo, hi, points)[:, None], num_tasks, axis=1)
+    if mode == "grid":
+        k = max(2, min(points, int(np.floor(max_points ** (1.0 / num_tasks) + 1e-9))))
+        axis = np.linspace(lo, hi, k)
+        return np.array(list(itertools.product(axis, repeat=num_tasks)))
+    if mode == "simplex":
+        d = get_reference_directions("das-dennis", num_tasks, n_partitions=partitions)
+        return np.vstack([s * d for s in scales])
+    raise BenchError(f"unknown ta_grid mode {mode!r}; valid choices: grid, shared, simplex")
+
+
+@METHODS.register("ta_grid", "task arithmetic over a grid of coefficients (shared λ, per-task grid, simplex)")
+@dataclass(frozen=True)
+class TAGrid(Method):
+    paper = "Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023"
+    url = "https://arxiv.org/abs/2212.04089"
+
+    mode: Literal["shared", "grid", "simplex"] = "shared"
+    points: int = 11            # per axis (shared, grid)
+    lo: float = 0.0
+    hi: float = 1.0
+    max_points: int = 2000      # grid: points per axis shrink with T to stay under this
+    partitions: int = 10        # simplex: das-dennis partitions
+    scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])  # simplex: Σλ values
+    split: Literal["val", "test"] = "test"
+
+    def __post_init__(self):
+        if self.points < 2:
+            raise BenchError(f"method.points={self.points} must be ≥ 2")
+        if not self.lo < self.hi:
+            raise BenchError(f"method.lo={self.lo} must be below method.hi={self.hi}")
+
+    def approximate_front(self, suite, *, evaluator, seed: int) -> Front:
+        lams = grid_coefficients(self.mode, suite.num_tasks, self.points, self.lo, self.hi,
+                                 self.max_points, self.partitions, list(self.scales))
+        theta0, tv = suite.theta0(), suite.task_vectors()
+        metrics = [evaluator.evaluate(lambda lam=lam: task_arithmetic(theta0, tv, lam), self.split,
+                                      key=("ta", tuple(np.round(lam, 12))))
+                   for lam in lams]
+        return Front(tasks=suite.tasks, objective=suite.objective, X=lams,
+                     x_names=[f"lambda[{t}]" for t in suite.tasks], metrics=metrics, split=self.split,
+                     meta={"mode": self.mode})
