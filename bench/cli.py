@@ -26,6 +26,10 @@ CONF = Path(__file__).parent / "conf"
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("bench.cli:cmd_run", "run one method on one suite and write a record (Hydra overrides, -m sweeps)"),
     "ls": ("bench.cli:cmd_ls", "list registered methods and suites"),
+    "table": ("bench.report:cmd_table", "paper-style leaderboard from the records under out="),
+    "plot": ("bench.plots:cmd_plot", "fronts of every method on a suite, and HV against cost (PNG, PDF)"),
+    "check": ("bench.check:cmd_check", "re-run results/baselines and exit 1 on drift (--update rewrites them)"),
+    "export": ("bench.export:cmd_export", "write the merged model of a run for one preference (save_pretrained)"),
 }
 
 

@@ -1,0 +1,38 @@
+"""Feature functions shared by every suite of one architecture family (tiny and published alike).
+
+Parameters are applied with `torch.func.functional_call` on the suite's one backbone module: no
+copies. Module names are the transformers ones (`encoder.layers.N.mlp.fc1`, `h.N.mlp.c_fc`, …).
+"""
+from __future__ import annotations
+
+import torch
+from torch.func import functional_call
+
+from bench.merge import Params
+
+
+def clip_vision_features(backbone: torch.nn.Module, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Pooled output of a `CLIPVisionModel` ([B, hidden]) for batch["pixel_values"]."""
+    out = functional_call(backbone, params, (), {"pixel_values": batch["pixel_values"]}, strict=False)
+    return out.pooler_output
+
+
+def gpt2_features(backbone: torch.nn.Module, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Hidden state of the last non-pad token of a `GPT2Model` ([B, hidden]); right padding, as
+    `GPT2ForSequenceClassification` pools."""
+    mask = batch["attention_mask"]
+    hidden = functional_call(backbone, params, (), {"input_ids": batch["input_ids"], "attention_mask": mask},
+                             strict=False).last_hidden_state
+    last = mask.sum(dim=1).clamp(min=1) - 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut right padding to the batch's longest sequence (never pad to the model maximum)."""
+    n = int(batch["attention_mask"].sum(dim=1).max())
+    return {k: (v[:, :n] if v.dim() == 2 and k in ("input_ids", "attention_mask") else v) for k, v in batch.items()}
+
+
+def backbone_params(backbone: torch.nn.Module) -> Params:
+    """The merge-able parameters of a backbone: every parameter, detached, as a flat dict."""
+    return {n: p.detach().clone() for n, p in backbone.named_parameters()}
