@@ -1,0 +1,20 @@
+"""Shared fixtures. Offline suites are built once into a repo-local cache (.cache/test-suites,
+git-ignored) and reused by every test and later runs; set PARETOBENCH_CACHE to move it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("PARETOBENCH_CACHE", str(ROOT / ".cache" / "test-suites"))
+
+import methods  # noqa: E402,F401  (registration)
+import tasks  # noqa: E402,F401
+
+
+@pytest.fixture
+def out(tmp_path) -> Path:
+    """A fresh results root."""
+    return tmp_path / "runs"
