@@ -122,15 +122,16 @@ def cmd_run(argv: list[str]) -> int:
     prevalidate(argv)
     import hydra
 
+    errors: list[BenchError] = []
+
     @hydra.main(config_path=str(CONF), config_name="run", version_base="1.3")
     def _task(cfg) -> None:
         from bench.run import run
 
         try:
             run(cfg)
-        except BenchError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
+        except BenchError as e:     # reported by main() as one line; a sweep goes on to its next job
+            errors.append(e)
 
     saved = sys.argv
     sys.argv = ["bench run", *argv]
@@ -138,6 +139,8 @@ def cmd_run(argv: list[str]) -> int:
         _task()
     finally:
         sys.argv = saved
+    if errors:
+        raise errors[0] if len(errors) == 1 else BenchError(f"{len(errors)} runs failed; first: {errors[0]}")
     return 0
 
 
