@@ -25,5 +25,20 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# The README's leaderboard: every baseline config (results/baselines/*.json) × seeds, run into a
+# fresh results root, then the tables (md, tex, csv) and figures (PNG, PDF) into results/leaderboard/.
+LEADERBOARD       ?= results/leaderboard
+LEADERBOARD_RUNS  ?= results/runs/leaderboard
+LEADERBOARD_SEEDS ?= [0,1,2]
+
+leaderboard: $(STAMP)
+	rm -rf $(LEADERBOARD_RUNS) $(LEADERBOARD)/figures
+	mkdir -p $(LEADERBOARD)
+	$(PY) -m bench check into=$(LEADERBOARD_RUNS) 'seeds=$(LEADERBOARD_SEEDS)'
+	$(PY) -m bench table out=$(LEADERBOARD_RUNS) format=md    > $(LEADERBOARD)/leaderboard.md
+	$(PY) -m bench table out=$(LEADERBOARD_RUNS) format=latex > $(LEADERBOARD)/leaderboard.tex
+	$(PY) -m bench table out=$(LEADERBOARD_RUNS) format=csv   > $(LEADERBOARD)/leaderboard.csv
+	$(PY) -m bench plot  out=$(LEADERBOARD_RUNS) figures=$(LEADERBOARD)/figures
+
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,406 @@
+"""Paper-style leaderboards from the run records under a results root.
+
+    python -m bench table                                    # every suite under results/runs, markdown
+    python -m bench table tasks=toy-quadratic format=latex   # booktabs table bodies
+    python -m bench table format=csv out=results/runs > leaderboard.csv
+
+One table per suite key (records whose `suite_key` is equal are comparable: same suite, tasks,
+settings and version). One row per method and notable config: records are grouped by method +
+their resolved config minus `seed`, `out`, `run_id` and `tasks` (the suite is already fixed by the
+key); a row label names the fewest config values that tell one method's rows apart (the csv
+format carries the full config). Where a row has several records (seeds) the cells read
+mean ± sample standard deviation (ddof = 1); the best mean per column is marked (bold in md and
+LaTeX) when the column's values are not all tied. Columns: HV ↑, normalised HV ↑, IGD+ ↓, points
+on the front (non-dominated) ↑, evaluations ↓, training steps ↓, trainable parameters ↓,
+wall seconds ↓, peak memory MB ↓.
+Records with `weights == "random"` (speed/memory benchmarks) never enter a leaderboard.
+
+Indicators: HV and normalised HV are the record's own (the suite's reference point; normalised HV
+exists for accuracy suites only). IGD+ is recomputed here for every record against the table's
+reference front, stated (kind, size, hash) under the table: for analytic suites the closed-form
+front, rebuilt from the suite registry with the record's `suite_config` (its hash is checked
+against the record's `igd_ref`); otherwise the non-dominated union of the included points of every
+record of the suite key, so every row is measured against the same front.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from bench import indicators
+from bench.record import load_records, record_F
+from bench.registry import BenchError, unknown_choice
+
+DEFAULTS = {"tasks": None, "format": "md", "out": "results/runs"}
+FORMATS = ("md", "latex", "csv")
+IGNORED_CONFIG = ("seed", "out", "run_id", "tasks")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str                 # markdown / csv-friendly
+    latex: str
+    higher_is_better: bool
+    kind: str = "float"         # float | int | seconds | mb
+
+
+COLUMNS = (
+    Column("hv", "HV", "HV", True),
+    Column("hv_normalized", "HV norm.", "HV\\textsubscript{norm}", True),
+    Column("igd_plus", "IGD+", "IGD\\textsuperscript{+}", False),
+    Column("n_nondominated", "front pts", "front", True, "int"),
+    Column("evaluations", "evals", "evals", False, "int"),
+    Column("train_steps", "train steps", "steps", False, "int"),
+    Column("trainable_params", "params", "params", False, "int"),
+    Column("wall_s", "wall s", "wall (s)", False, "seconds"),
+    Column("peak_mem_mb", "peak MB", "mem (MB)", False, "mb"),
+)
+METRICS = [c.key for c in COLUMNS]
+
+
+@dataclass
+class RefFront:
+    kind: str                       # analytic | pooled | record (values reused)
+    pf: np.ndarray | None
+    hash: str | None
+    n_points: int
+    how: str                        # one sentence for the note under the table
+
+
+@dataclass
+class Table:
+    suite: str
+    suite_key: str
+    suite_version: str
+    tasks: list[str]
+    objective: str
+    suite_config: dict
+    rows: pd.DataFrame              # one row per group: config, label, method, n, seeds, <m>_mean/_std/_best
+    ref: RefFront
+    papers: dict[str, str]          # method → "paper (url)", in footnote order
+    mem_kinds: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.suite} v{self.suite_version}: {', '.join(self.tasks)}"
+
+
+# ---- loading and grouping ------------------------------------------------------------------
+def leaderboard_records(out: str, suite: str | None = None) -> list[dict]:
+    """Every readable record under `out` (optionally of one suite), random-weight runs dropped."""
+    return [r for r in load_records(out, suite) if r.get("weights", "real") != "random"]
+
+
+def check_suite_name(suite: str | None, out: str) -> None:
+    """tasks=NAME must be a registered suite or one that has records under `out`."""
+    if suite is None:
+        return
+    import tasks  # noqa: F401  (registration)
+    from bench.registry import SUITES
+
+    known = sorted(set(SUITES.names()) | {r["suite"] for r in load_records(out)})
+    if suite not in known:
+        raise BenchError(unknown_choice("suite", suite, known))
+
+
+def by_suite_key(records: Iterable[dict]) -> dict[str, list[dict]]:
+    """suite_key → its records, ordered by suite name, number of tasks, key."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r["suite_key"], []).append(r)
+    order = sorted(groups, key=lambda k: (groups[k][0]["suite"], len(groups[k][0]["tasks"]), k))
+    return {k: sorted(groups[k], key=lambda r: (r["method"], r.get("seed", 0), r["run_id"])) for k in order}
+
+
+def flat_config(record: dict) -> dict[str, Any]:
+    """The record's resolved config minus seed/out/run_id/tasks, flattened to dotted keys."""
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from walk(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    cfg = {k: v for k, v in record.get("config", {}).items() if k not in IGNORED_CONFIG}
+    cfg.setdefault("method", {}).setdefault("name", record["method"])
+    return dict(walk(cfg))
+
+
+def config_key(record: dict) -> str:
+    return json.dumps(flat_config(record), sort_keys=True, default=str)
+
+
+def group_labels(records: list[dict]) -> dict[str, str]:
+    """config_key → row label: the method, plus the fewest config values that tell that method's
+    rows apart (e.g. `ta_grid (mode=grid)`); a method with one config is its name. The csv output
+    carries each row's full config."""
+    by_method: dict[str, dict[str, dict]] = {}
+    for r in records:
+        by_method.setdefault(r["method"], {})[config_key(r)] = flat_config(r)
+    labels = {}
+    for method, cfgs in by_method.items():
+        keys = list(dict.fromkeys(k for c in cfgs.values() for k in c))        # config order (mode first …)
+        distinct = {k: len({_fmt_value(c.get(k)) for c in cfgs.values()}) for k in keys}
+        # the fewest keys that tell the rows apart: most discriminating first, ties in config order
+        varying: list[str] = []
+        for k in sorted((k for k in keys if distinct[k] > 1), key=lambda k: -distinct[k]):
+            if len({tuple(_fmt_value(c.get(v)) for v in varying) for c in cfgs.values()}) == len(cfgs):
+                break
+            varying.append(k)
+        varying.sort(key=keys.index)
+        for ck, c in cfgs.items():
+            parts = [f"{k.removeprefix('method.')}={_fmt_value(c.get(k))}" for k in varying]
+            labels[ck] = f"{method} ({', '.join(parts)})" if parts else method
+    return labels
+
+
+def _fmt_value(v) -> str:
+    return json.dumps(v, separators=(",", ":")) if isinstance(v, (list, dict)) else str(v)
+
+
+# ---- the reference front ---------------------------------------------------------------------
+def reference_front(records: list[dict]) -> RefFront:
+    """The IGD+ reference front of one suite key (see the module docstring)."""
+    first = records[0]
+    if first.get("igd_ref", {}).get("kind") == "analytic":
+        try:
+            import tasks  # noqa: F401
+            from bench.config import build_from_config
+            from bench.registry import SUITES
+
+            suite = build_from_config(SUITES, {"name": first["suite"], **first["suite_config"]}, "tasks")
+            pf = np.asarray(suite.true_front(), dtype=float)
+        except Exception as e:  # a suite that can no longer be rebuilt: fall back to the records
+            return RefFront("record", None, first["igd_ref"].get("hash"), int(first["igd_ref"].get("n_points", 0)),
+                            f"analytic front (IGD+ values reused from the records: the suite could not be rebuilt: {e})")
+        h = indicators.front_hash(pf)
+        stale = sorted({r["igd_ref"].get("hash") for r in records} - {h})
+        if stale:
+            print(f"warning: {first['suite_key']}: analytic front hash {h} differs from the records' {stale}",
+                  file=sys.stderr)
+        return RefFront("analytic", pf, h, len(pf),
+                        f"analytic Pareto front of {first['suite']} (closed form, rebuilt from the suite registry)")
+    pooled = [F for F in (record_F(r) for r in records) if len(F)]
+    P = np.vstack(pooled) if pooled else np.zeros((0, len(first["tasks"])))
+    P = P[np.isfinite(P).all(axis=1)]
+    pf = P[indicators.nondominated_mask(P)] if len(P) else None
+    return RefFront("pooled", pf, indicators.front_hash(pf), 0 if pf is None else len(pf),
+                    f"non-dominated union of the {len(records)} records of this suite key")
+
+
+def record_metrics(record: dict, ref: RefFront) -> dict[str, float]:
+    """The table's numbers for one record; IGD+ against `ref`."""
+    ind, cost = record.get("indicators", {}), record.get("cost", {})
+    F = record_F(record)
+    F = F[np.isfinite(F).all(axis=1)]
+    if ref.pf is not None and len(ref.pf) and len(F):
+        igd_plus = indicators.INDICATORS.get("igd_plus")(F, indicators.Context(np.asarray(record["ref_point"]), ref.pf))
+    elif ref.kind == "record":
+        igd_plus = ind.get("igd_plus")
+    else:
+        igd_plus = None
+    vals = {"hv": ind.get("hv"), "hv_normalized": ind.get("hv_normalized"), "igd_plus": igd_plus,
+            "n_nondominated": int(indicators.nondominated_mask(F).sum()),
+            **{k: cost.get(k) for k in ("evaluations", "train_steps", "trainable_params", "wall_s", "peak_mem_mb")}}
+    return {k: (np.nan if v is None else float(v)) for k, v in vals.items()}
+
+
+def method_paper(method: str, record: dict) -> str:
+    paper = record.get("method_paper") or ""
+    try:
+        import methods  # noqa: F401
+        from bench.registry import METHODS
+
+        url = getattr(METHODS.get(method), "url", "") if method in METHODS else ""
+    except Exception:  # pragma: no cover - registry import problems must not break a table
+        url = ""
+    return f"{paper} ({url})" if paper and url else paper
+
+
+# ---- the tables --------------------------------------------------------------------------------
+def build_tables(records: list[dict]) -> list[Table]:
+    tables = []
+    for key, recs in by_suite_key(records).items():
+        ref = reference_front(recs)
+        labels = group_labels(recs)
+        df = pd.DataFrame([{"config": config_key(r), "label": labels[config_key(r)], "method": r["method"],
+                            "seed": r.get("seed"), **record_metrics(r, ref)} for r in recs])
+        g = df.groupby("config", sort=False)
+        rows = g[["label", "method"]].first()
+        rows["n"] = g.size()
+        rows["seeds"] = g["seed"].apply(lambda s: ",".join(str(x) for x in sorted(s.dropna().astype(int))))
+        agg = g[METRICS].agg(["mean", "std"])                 # pandas std: ddof = 1, NaN for one record
+        for m in METRICS:
+            rows[f"{m}_mean"] = agg[(m, "mean")]
+            rows[f"{m}_std"] = agg[(m, "std")]
+        for c in COLUMNS:
+            rows[f"{c.key}_best"] = best_mask(rows[f"{c.key}_mean"].to_numpy(dtype=float), c.higher_is_better)
+        rows = rows.sort_values(["hv_mean", "label"], ascending=[False, True], na_position="last").reset_index()
+        papers: dict[str, str] = {}
+        for m in rows["method"]:
+            p = method_paper(m, next(r for r in recs if r["method"] == m))
+            if p and m not in papers:
+                papers[m] = p
+        first = recs[0]
+        tables.append(Table(first["suite"], key, str(first.get("suite_version", "?")), list(first["tasks"]),
+                            first["objective"], dict(first.get("suite_config", {})), rows, ref, papers,
+                            sorted({r.get("cost", {}).get("peak_mem_kind", "?") for r in recs})))
+    return tables
+
+
+def best_mask(values: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """Rows holding the best finite value; nothing is marked when all finite values tie."""
+    ok = np.isfinite(values)
+    mask = np.zeros(len(values), dtype=bool)
+    if ok.sum() < 2:
+        return mask
+    best = values[ok].max() if higher_is_better else values[ok].min()
+    is_best = ok & np.isclose(values, best, rtol=1e-12, atol=0.0)
+    return mask if is_best[ok].all() else is_best
+
+
+# ---- formatting -------------------------------------------------------------------------------
+def fmt_number(v: float, kind: str) -> str:
+    if v is None or not np.isfinite(v):
+        return "–"
+    if kind == "int" and float(v).is_integer():
+        return f"{int(v):,}"
+    if kind == "seconds":
+        return f"{v:.3g}" if v < 100 else f"{v:,.0f}"
+    if kind == "mb":
+        return f"{v:,.0f}" if v >= 100 else f"{v:.3g}"
+    return f"{v:.4g}"
+
+
+def fmt_cell(mean: float, std: float, n: int, kind: str) -> str:
+    s = fmt_number(mean, kind)
+    if n > 1 and np.isfinite(mean) and np.isfinite(std):
+        s += f" ± {std:.2g}"
+    return s
+
+
+def _footnote_marks(table: Table) -> dict[str, int]:
+    return {m: i + 1 for i, m in enumerate(table.papers)}
+
+
+def _notes(table: Table) -> list[str]:
+    r = table.ref
+    notes = [f"IGD+ reference front: {r.how}; {r.n_points} points, hash {r.hash}."]
+    if (table.rows["n"] > 1).any():
+        notes.append("Cells with several records: mean ± sample std (ddof=1) over seeds.")
+    kinds = {"process_max_rss": "process max RSS (CPU)", "cuda_max_allocated": "CUDA max allocated"}
+    notes.append("Peak memory: " + ", ".join(kinds.get(k, k) for k in table.mem_kinds) + ".")
+    if table.objective == "loss":
+        notes.append("Objective: loss (lower is better); normalised HV is defined for accuracy suites only.")
+    return notes
+
+
+def _any_best(table: Table) -> bool:
+    return bool(table.rows[[f"{c.key}_best" for c in COLUMNS]].to_numpy().any())
+
+
+_SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def render_md(tables: list[Table]) -> str:
+    out = []
+    for t in tables:
+        marks = _footnote_marks(t)
+        cfg = ", ".join(f"{k}={v}" for k, v in t.suite_config.items())
+        out += [f"### {t.title}", "", f"suite key `{t.suite_key}`" + (f" · {cfg}" if cfg else ""), ""]
+        head = ["Method", "n"] + [f"{c.header} {'↑' if c.higher_is_better else '↓'}" for c in COLUMNS]
+        out += ["| " + " | ".join(head) + " |", "|" + "|".join([":---"] + ["---:"] * (len(head) - 1)) + "|"]
+        for _, row in t.rows.iterrows():
+            label = row["label"].replace("|", "\\|") + (str(marks[row["method"]]).translate(_SUP) if row["method"] in marks else "")
+            cells = [label, str(int(row["n"]))]
+            for c in COLUMNS:
+                s = fmt_cell(row[f"{c.key}_mean"], row[f"{c.key}_std"], int(row["n"]), c.kind)
+                cells.append(f"**{s}**" if row[f"{c.key}_best"] else s)
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+        bold = " **Bold**: best per column." if _any_best(t) else ""
+        out += [" ".join(_notes(t)) + bold, ""]
+        out += [f"{str(i).translate(_SUP)} {m}: {p}  " for m, i in marks.items() for p in [t.papers[m]]]
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--",
+        "↑": r"$\uparrow$", "↓": r"$\downarrow$", "·": r"$\cdot$", "—": "---", "λ": r"$\lambda$"}
+
+
+def tex_escape(s: str) -> str:
+    """Escape LaTeX specials; anything else outside ASCII becomes '?' so the body always compiles."""
+    return "".join(_TEX.get(ch, ch if ord(ch) < 128 else "?") for ch in str(s))
+
+
+def render_latex(tables: list[Table]) -> str:
+    out = ["% paretobench leaderboard: booktabs table bodies (\\usepackage{booktabs}); put each in a table float"]
+    ncol = 2 + len(COLUMNS)
+    for t in tables:
+        marks = _footnote_marks(t)
+        out += ["", f"% suite key {tex_escape(t.suite_key)}", f"\\begin{{tabular}}{{l{'r' * (ncol - 1)}}}", "\\toprule",
+                f"\\multicolumn{{{ncol}}}{{l}}{{\\textbf{{{tex_escape(t.suite)}}} v{tex_escape(t.suite_version)}: "
+                f"{tex_escape(', '.join(t.tasks))}}} \\\\", "\\midrule",
+                " & ".join(["Method", "$n$"] + [c.latex + " " + _TEX["↑" if c.higher_is_better else "↓"]
+                                                 for c in COLUMNS]) + " \\\\", "\\midrule"]
+        for _, row in t.rows.iterrows():
+            label = tex_escape(row["label"]) + (f"\\textsuperscript{{{marks[row['method']]}}}" if row["method"] in marks else "")
+            cells = [label, str(int(row["n"]))]
+            for c in COLUMNS:
+                s = tex_escape(fmt_cell(row[f"{c.key}_mean"], row[f"{c.key}_std"], int(row["n"]), c.kind))
+                cells.append(f"\\textbf{{{s}}}" if row[f"{c.key}_best"] else s)
+            out.append(" & ".join(cells) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}", "", "\\par\\smallskip{\\footnotesize",
+                tex_escape(" ".join(_notes(t))) + (" \\textbf{Bold}: best per column." if _any_best(t) else "")]
+        out += [f"\\par\\textsuperscript{{{i}}}{tex_escape(m)}: {tex_escape(t.papers[m])}" for m, i in marks.items()]
+        out += ["\\par}", "\\bigskip"]
+    return "\n".join(out) + "\n"
+
+
+def render_csv(tables: list[Table]) -> str:
+    frames = []
+    for t in tables:
+        f = t.rows.copy()
+        f.insert(0, "suite", t.suite)
+        f.insert(1, "suite_key", t.suite_key)
+        f.insert(2, "tasks", ";".join(t.tasks))
+        f["paper"] = f["method"].map(lambda m: t.papers.get(m, ""))
+        f["igd_ref_kind"], f["igd_ref_points"], f["igd_ref_hash"] = t.ref.kind, t.ref.n_points, t.ref.hash
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True).to_csv(index=False)
+
+
+RENDER = {"md": render_md, "latex": render_latex, "csv": render_csv}
+
+
+def table_text(out: str, suite: str | None = None, fmt: str = "md") -> str:
+    if fmt not in FORMATS:
+        raise BenchError(unknown_choice("format", fmt, list(FORMATS)))
+    check_suite_name(suite, out)
+    recs = leaderboard_records(out, suite)
+    if not recs:
+        where = f" for tasks={suite}" if suite else ""
+        raise BenchError(f"no records{where} under out={out!r}; write some with `python -m bench run out={out}`")
+    return RENDER[fmt](build_tables(recs))
+
+
+def cmd_table(argv: list[str]) -> int:
+    from bench.cli import parse_kv
+
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.split("\n\n")[0].strip().splitlines()[0] + "\n\nusage: python -m bench table [tasks=SUITE] "
+              "[format=md|latex|csv] [out=RESULTS_ROOT]\n\nexamples:\n"
+              + "\n".join(l for l in __doc__.splitlines() if l.startswith("    python")))
+        return 0
+    opts = parse_kv(argv, DEFAULTS)
+    sys.stdout.write(table_text(str(opts["out"]), None if opts["tasks"] is None else str(opts["tasks"]),
+                                str(opts["format"])))
+    return 0
