@@ -1,1 +1,296 @@
-"""(being written: see the issue that adds it)."""
+"""gpt2-glue: GPT-2 (124M) fine-tuned on seven GLUE tasks, one classification head per task.
+
+    hf download gpt2 --include '*.json' --include '*.txt' --include '*.safetensors'     # … see README
+    python -m bench run method=ta_grid tasks=gpt2-glue 'tasks.names=[cola,sst2]' device=cuda
+    python -m bench run method=ta_grid tasks=gpt2-glue tasks.weights=random tasks.synthetic_size=64
+
+The setting published by FusionBench (Tang et al. 2024): pre-trained `gpt2`, fine-tuned
+`tanganke/gpt2_<task>` (`GPT2ForSequenceClassification`) for cola, mnli, mrpc, qnli, qqp, rte and
+sst2, data `nyu-mll/glue:<task>`. Every id is config (a hub id or a local directory, tasks/hub.py).
+
+- Merged: only the transformer body (`GPT2Model`: `wte`, `wpe`, `h.N.*`, `ln_f`). Each task keeps
+  its own fine-tuned `score` layer as its frozen head; features are the hidden state of the last
+  non-pad token (`tasks.models.gpt2_features`), as `GPT2ForSequenceClassification` pools.
+- Inputs: the pre-trained tokenizer on the task's text column(s) (a sentence pair is passed as a
+  pair, as FusionBench tokenises), truncated to `max_length`, right-padded with the EOS token.
+  Stored per split padded to that split's longest sequence and cut per batch to the batch's longest
+  (`tasks.models.trim_padding`); evaluation splits are sorted by length so batches carry little padding.
+- Splits: GLUE's test labels are hidden, so the suite's **test** split is GLUE's validation split
+  (validation_matched for mnli), the split the published numbers report; **val** is 10 % of GLUE
+  train drawn with a fixed seed (tasks/hub.py `carve`); **train** is the rest of GLUE train.
+- `weights=random`: GPT-2 124M's architecture with random weights and heads, and synthetic token
+  sequences (lengths uniform in 8..`synthetic_seq_len`) of the published split sizes
+  (`synthetic_size` caps them): speed and memory benchmarks only, never a leaderboard.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from bench.merge import Params, check_compatible
+from bench.registry import SUITES, BenchError, unknown_choice
+from tasks import hub
+from tasks.base import ModelSuite
+from tasks.cache import cache_root, cached_build
+from tasks.models import backbone_params, gpt2_features, trim_padding
+
+TASKS = ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2"]
+DATASETS = {t: f"nyu-mll/glue:{t}" for t in TASKS}
+TEXT_COLUMNS = {"cola": ("sentence",), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
+                "rte": ("sentence1", "sentence2"), "qqp": ("question1", "question2"),
+                "mnli": ("premise", "hypothesis"), "qnli": ("question", "sentence")}
+NUM_CLASSES = {"cola": 2, "mnli": 3, "mrpc": 2, "qnli": 2, "qqp": 2, "rte": 2, "sst2": 2}
+TEST_SPLIT = {"mnli": "validation_matched"}       # GLUE split reported as the suite's test split; else "validation"
+# Published GLUE split sizes (train, validation), for the synthetic data of weights=random.
+SPLIT_SIZES = {"cola": (8551, 1043), "mnli": (392702, 9815), "mrpc": (3668, 408), "qnli": (104743, 5463),
+               "qqp": (363846, 40430), "rte": (2490, 277), "sst2": (67349, 872)}
+GPT2_124M = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
+RANDOM_TAU_STD = 1e-3
+
+
+def tokenize(tokenizer, columns: list[list[str]], max_length: int, pad_id: int) -> dict[str, np.ndarray]:
+    """Tokenise one or two text columns (pairs as pairs), truncate to `max_length`, right-pad with
+    `pad_id` to the longest; int32 ids, uint8 mask."""
+    enc = tokenizer(*columns, truncation=True, max_length=max_length)
+    ids = enc["input_ids"]
+    n, width = len(ids), max((len(x) for x in ids), default=1)
+    out_ids = np.full((n, max(width, 1)), pad_id, dtype=np.int32)
+    mask = np.zeros((n, max(width, 1)), dtype=np.uint8)
+    for i, x in enumerate(ids):
+        out_ids[i, :len(x)] = x
+        mask[i, :len(x)] = 1
+    return {"input_ids": out_ids, "attention_mask": mask}
+
+
+@SUITES.register("gpt2-glue", "GPT-2 body fine-tuned on GLUE cola, mnli, mrpc, qnli, qqp, rte, sst2 "
+                              "(hub or local; per-task score heads; weights=random for benchmarks)")
+class GPT2GLUE(ModelSuite):
+    name = "gpt2-glue"
+    version = "1"
+    objective = "accuracy"
+
+    def __init__(self, names: list[str] = TASKS,
+                 weights: Literal["real", "random"] = "real",
+                 pretrained: str = "gpt2",
+                 finetuned: str = "tanganke/gpt2_{task}",
+                 datasets: dict = DATASETS,
+                 max_length: int = 1024,
+                 synthetic_size: int | None = None,
+                 synthetic_seq_len: int = 128,
+                 seed: int = 0):
+        self.weights, self.pretrained_id, self.finetuned_id = weights, pretrained, finetuned
+        self.datasets = {str(k): str(v) for k, v in dict(datasets).items()}
+        self.max_length, self.synthetic_size, self.synthetic_seq_len, self.seed = \
+            max_length, synthetic_size, synthetic_seq_len, seed
+        self.random_weights = weights == "random"
+        known = [t for t in self.datasets if t in SPLIT_SIZES] if self.random_weights else list(self.datasets)
+        names = list(names)
+        if not names:
+            raise BenchError(f"tasks.names is empty; valid choices: {', '.join(known)}")
+        for t in names:
+            if t not in known:
+                raise BenchError(unknown_choice("task", t, known))
+        if len(set(names)) != len(names):
+            raise BenchError(f"tasks.names={names} lists a task twice")
+        if max_length < 2:
+            raise BenchError(f"tasks.max_length={max_length} must be ≥ 2")
+        if synthetic_size is not None and synthetic_size < 1:
+            raise BenchError(f"tasks.synthetic_size={synthetic_size} must be ≥ 1 (or null for the published sizes)")
+        if synthetic_seq_len < 8:
+            raise BenchError(f"tasks.synthetic_seq_len={synthetic_seq_len} must be ≥ 8")
+        self.tasks = names
+        self._data = {t: {} for t in self.tasks}
+        self._sources: dict[str, dict] = {}
+        self.revisions: dict[str, str] = {}
+        if self.random_weights:
+            self._build_random()
+        else:
+            self._build_real()
+        self.backbone.eval().requires_grad_(False)
+        self.heads.eval().requires_grad_(False)
+
+    # ---- construction ---------------------------------------------------------------------------
+    def _build_real(self) -> None:
+        from transformers import AutoTokenizer, GPT2ForSequenceClassification, GPT2Model
+
+        refs = [hub.Ref(self.pretrained_id, "tasks.pretrained"),
+                *[hub.Ref(self.finetuned_id.replace("{task}", t), "tasks.finetuned") for t in self.tasks],
+                *[hub.Ref(self.datasets[t], f"tasks.datasets.{t}", "dataset") for t in self.tasks]]
+        paths = hub.resolve(refs)            # every id at once: one error naming all missing ids
+        self.revisions = {r.spec: hub.fingerprint(paths[r.spec]) for r in refs if hub.local_path(r.id) is None}
+        pre = paths[self.pretrained_id]
+        with hub.quiet():
+            try:
+                self.backbone = GPT2Model.from_pretrained(str(pre))
+                self.tokenizer = AutoTokenizer.from_pretrained(str(pre))
+            except (OSError, ValueError) as e:
+                raise BenchError(f"tasks.pretrained={self.pretrained_id!r} is not a GPT-2 model with a tokenizer "
+                                 f"({' '.join(str(e).split())[:200]})") from None
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "right"
+        self._theta0 = backbone_params(self.backbone)
+        self._max_len = min(self.max_length, int(self.backbone.config.n_positions))
+        tv = {n: torch.zeros((len(self.tasks), *p.shape), dtype=p.dtype) for n, p in self._theta0.items()}
+        heads = {}
+        for i, t in enumerate(self.tasks):
+            spec = self.finetuned_id.replace("{task}", t)
+            what = f"fine-tuned model {spec!r} ({t})"
+            with hub.quiet():
+                try:
+                    ft, info = GPT2ForSequenceClassification.from_pretrained(str(paths[spec]), output_loading_info=True)
+                except (OSError, ValueError, RuntimeError) as e:
+                    raise BenchError(f"{what} cannot be loaded as a GPT2ForSequenceClassification "
+                                     f"({' '.join(str(e).split())[:200]})") from None
+            missing = sorted(info.get("missing_keys") or [])
+            if missing:
+                raise BenchError(f"{what} has no parameter {missing[0]!r}"
+                                 + (" (not a sequence-classification checkpoint)" if missing[0].startswith("score") else ""))
+            body = {n: p.detach() for n, p in ft.transformer.named_parameters()}
+            check_compatible(self._theta0, body, what)
+            for n, t0 in self._theta0.items():
+                tv[n][i] = body[n].to(t0.dtype) - t0
+            head = torch.nn.Linear(ft.score.in_features, ft.score.out_features, bias=ft.score.bias is not None)
+            head.load_state_dict(ft.score.state_dict())
+            heads[t] = head
+            del ft, body
+        self._task_vectors = tv
+        self.heads = torch.nn.ModuleDict(heads)
+        pad_id = int(self.tokenizer.pad_token_id)
+        for t in self.tasks:
+            spec = self.datasets[t]
+            what = f"dataset {spec!r} ({t})"
+            dd = hub.load_dataset_dict(paths[spec], hub.split_config(spec)[1], f"tasks.datasets.{t}")
+            sp = hub.splits(dd, TEST_SPLIT.get(t, "validation"), what)
+            # GLUE has its own validation split, which here is the test split: val is carved from train.
+            if sp["val"][0] != "train":
+                tr, va = hub.carve(len(dd["train"]))
+                sp = {"train": ("train", tr), "val": ("train", va), "test": sp["test"]}
+            cols = list(dd["train"].column_names)
+            text = TEXT_COLUMNS.get(t) or next((c for c in (("sentence1", "sentence2"), ("sentence",))
+                                                if all(x in cols for x in c)), None)
+            if text is None or not all(c in cols for c in text):
+                raise BenchError(f"{what} has no text column(s) {text or 'sentence / sentence1+sentence2'}; "
+                                 f"its columns: {', '.join(cols)}")
+            label_col = hub.pick(cols, ("label", "labels"), what, "label")
+            feature = dd["train"].features[label_col]
+            n_cls = len(getattr(feature, "names", None) or []) or NUM_CLASSES.get(t)
+            n_head = heads[t].out_features
+            if n_cls is not None and n_cls != n_head:
+                raise BenchError(f"{what} has {n_cls} classes but the head of {self.finetuned_id.replace('{task}', t)!r} "
+                                 f"has {n_head} outputs")
+            self._sources[t] = {"dd": dd, "splits": sp, "text": text, "label_col": label_col, "pad_id": pad_id,
+                                "num_classes": n_head,
+                                "data_fp": hub.digest([hub.fingerprint(paths[spec]), spec, hub.fingerprint(pre)])}
+
+    def _build_random(self) -> None:
+        from transformers import GPT2Config, GPT2Model
+
+        g = torch.Generator().manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[]):     # initialisers draw from the global generator
+            torch.manual_seed(self.seed)
+            self.backbone = GPT2Model(GPT2Config(**GPT2_124M))
+        self._theta0 = backbone_params(self.backbone)
+        self._task_vectors = {n: torch.empty((len(self.tasks), *p.shape)).normal_(0.0, RANDOM_TAU_STD, generator=g)
+                              for n, p in self._theta0.items()}
+        heads = {}
+        for t in self.tasks:
+            head = torch.nn.Linear(GPT2_124M["n_embd"], NUM_CLASSES[t], bias=False)
+            torch.nn.init.normal_(head.weight, std=0.02, generator=g)
+            heads[t] = head
+            self._sources[t] = {"num_classes": NUM_CLASSES[t]}
+        self.heads = torch.nn.ModuleDict(heads)
+
+    # ---- what methods and the evaluator read ------------------------------------------------------
+    def features(self, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return gpt2_features(self.backbone, params, batch)
+
+    def prepare(self, batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+        out = {"input_ids": batch["input_ids"].to(device, non_blocking=True).long(),
+               "attention_mask": batch["attention_mask"].to(device, non_blocking=True).long(),
+               "labels": batch["labels"].to(device, non_blocking=True).long()}
+        return trim_padding(out)
+
+    def eval_data(self, task: str, split: str) -> dict[str, torch.Tensor]:
+        if split not in self._data[task]:
+            self._data[task][split] = self._split_data(task, split)
+        return self._data[task][split]
+
+    def train_batch(self, task: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        if self.random_weights:       # synthetic: drawn per batch, never stored
+            raw = _synthetic(batch_size, self.synthetic_seq_len, self._sources[task]["num_classes"], generator)
+            return self.prepare(raw, self.device)
+        data = self.eval_data(task, "train")
+        idx = torch.randint(len(data["labels"]), (batch_size,), generator=generator)
+        return self.prepare({k: v[idx] for k, v in data.items()}, self.device)
+
+    # ---- data -----------------------------------------------------------------------------------
+    def split_sizes(self, task: str) -> dict[str, int]:
+        """Examples per split: the published sizes (val carved from train) or `synthetic_size`."""
+        if self.random_weights:
+            if self.synthetic_size is not None:
+                return {s: self.synthetic_size for s in ("train", "val", "test")}
+            n_train, n_test = SPLIT_SIZES[task]
+            n_val = int(round(hub.VAL_FRACTION * n_train))
+            return {"train": n_train - n_val, "val": n_val, "test": n_test}
+        src = self._sources[task]
+        return {s: (len(idx) if idx is not None else len(src["dd"][name])) for s, (name, idx) in src["splits"].items()}
+
+    def _split_data(self, task: str, split: str) -> dict[str, torch.Tensor]:
+        if self.random_weights:
+            g = torch.Generator().manual_seed(int(hub.digest([self.seed, task, split]), 16) % 2**63)
+            return _synthetic(self.split_sizes(task)[split], self.synthetic_seq_len,
+                              self._sources[task]["num_classes"], g, sort=split != "train")
+        src = self._sources[task]
+        name, idx = src["splits"][split]
+        key = hub.digest({"data": src["data_fp"], "split": name, "rows": None if idx is None else hub.digest(idx.tolist()),
+                          "max_length": self._max_len, "sorted": split != "train", "version": self.version})
+        directory = cached_build(cache_root() / "glue-data" / f"{task}-{split}-{key}",
+                                 lambda tmp: self._tokenize(tmp, task, name, idx, sort=split != "train"))
+        return hub.load_arrays(directory)
+
+    def _tokenize(self, tmp: Path, task: str, split_name: str, idx: np.ndarray | None, sort: bool) -> dict:
+        src = self._sources[task]
+        ds = src["dd"][split_name]
+        if idx is not None:
+            ds = ds.select(idx.tolist())
+        columns = [list(ds[c]) for c in src["text"]]
+        arrays = tokenize(self.tokenizer, columns, self._max_len, src["pad_id"])
+        labels = np.asarray(ds[src["label_col"]], dtype=np.int64)
+        if len(labels) and (labels.min() < 0 or labels.max() >= src["num_classes"]):
+            raise BenchError(f"dataset {self.datasets[task]!r} ({task}) split {split_name!r} has labels outside "
+                             f"0..{src['num_classes'] - 1} (GLUE's test split hides its labels)")
+        arrays["labels"] = labels
+        if sort:    # shortest first: batches of similar length carry little padding
+            order = np.argsort(arrays["attention_mask"].sum(axis=1), kind="stable")
+            arrays = {k: v[order] for k, v in arrays.items()}
+        hub.save_arrays(tmp, arrays)
+        return {"task": task, "split": split_name, "examples": int(len(labels))}
+
+    # ---- identity -------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        cfg = {"weights": self.weights}
+        if self.random_weights:
+            cfg.update(synthetic_size=self.synthetic_size, synthetic_seq_len=self.synthetic_seq_len, seed=self.seed,
+                       params=sum(p.numel() for p in self._theta0.values()),
+                       split_sizes={t: self.split_sizes(t) for t in self.tasks})
+            return cfg
+        cfg.update(pretrained=self.pretrained_id, finetuned=self.finetuned_id, max_length=self.max_length,
+                   datasets={t: self.datasets[t] for t in self.tasks}, revisions=self.revisions,
+                   test={t: TEST_SPLIT.get(t, "validation") for t in self.tasks},
+                   val=f"{hub.VAL_FRACTION} of train, seed {hub.VAL_SEED}")
+        return cfg
+
+
+def _synthetic(n: int, max_len: int, num_classes: int, g: torch.Generator, sort: bool = False) -> dict[str, torch.Tensor]:
+    """n random token sequences, lengths uniform in 8..max_len, right-padded (id 0, mask 0)."""
+    lengths = torch.randint(8, max_len + 1, (n,), generator=g)
+    if sort:
+        lengths = lengths.sort().values
+    ids = torch.randint(0, GPT2_124M["vocab_size"], (n, max_len), generator=g, dtype=torch.int32)
+    mask = (torch.arange(max_len)[None, :] < lengths[:, None]).to(torch.uint8)
+    return {"input_ids": ids * mask, "attention_mask": mask,
+            "labels": torch.randint(num_classes, (n,), generator=g)}
