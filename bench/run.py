@@ -114,6 +114,8 @@ def hv_normalized(record: dict) -> float | None:
     if record["objective"] != "accuracy":
         return None
     ft = np.array([record["references"]["finetuned"][t]["accuracy"] for t in record["tasks"]])
+    if not (ft > 0).all():      # e.g. random-weight benchmark models: undefined
+        return None
     F = 1.0 - (1.0 - record_F(record)) / ft
     return indicators.hypervolume(F[np.isfinite(F).all(axis=1)], np.ones(len(ft)))[0]
 
