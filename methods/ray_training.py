@@ -1,0 +1,192 @@
+"""One model trained per preference ray: the trainer shared by `ls` and `epo`.
+
+    python -m bench run method=ls tasks=toy-quadratic
+    python -m bench run method=epo tasks=tiny-clip method.space=layerwise method.steps=100
+
+For each ray r of the evaluation grid (`methods.rays.ray_grid`, or `rays=[[…],…]`) a fresh model
+starts from the configured start and takes `steps` Adam steps; each step draws one labelled train
+batch per task (`suite.train_batch`), computes the task losses (`suite.loss`) and a descent
+direction over the trainable parameters (the subclass: Σ r_i ∇L_i for LS, the EPO direction for
+EPO). The trained model is then scored by the Evaluator on the test split.
+
+Trainable spaces (`space=`):
+- `full`: every merge-able weight, starting from θ0 (the PWE-MoE paper's LS/EPO baselines).
+- `layerwise`: one coefficient per task per parameter tensor, θ_p = θ0_p + Σ_i λ_{i,p} τ_{i,p},
+  λ initialised to `init_lambda` (AdaMerging-style: Yang et al., ICLR 2024).
+- `taskwise`: one coefficient per task, θ = θ0 + Σ_i λ_i τ_i (task arithmetic with learnt λ).
+
+Default learning rates (`lr=null`): `full` 1e-5 (the paper's baseline, for pre-trained networks),
+`layerwise`/`taskwise` 1e-3 (AdaMerging's Adam lr); on analytic suites (toy), whose losses are
+O(1) quadratics in a handful of float64 parameters, 0.1. The learning rate follows a cosine decay
+to 0 over the run (`schedule=constant` keeps it fixed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bench.front import Front
+from bench.merge import Params, task_arithmetic
+from bench.registry import BenchError
+from methods.base import Method
+from methods.epo_solver import non_uniformity
+from methods.rays import ray_grid, validate_preference
+
+SPACES = ("full", "layerwise", "taskwise")
+DEFAULT_LR = {"full": 1e-5, "layerwise": 1e-3, "taskwise": 1e-3}
+ANALYTIC_LR = 1e-1
+
+
+def resolve_lr(lr: float | None, space: str, analytic: bool) -> float:
+    """The configured lr, else the default of the space (analytic suites: ANALYTIC_LR)."""
+    if lr is not None:
+        return float(lr)
+    return ANALYTIC_LR if analytic else DEFAULT_LR[space]
+
+
+def resolve_rays(rays: Sequence[Sequence[float]] | None, num_tasks: int, partitions: int,
+                 max_rays: int) -> np.ndarray:
+    """[n, T] rays on the simplex: the explicit list (validated, normalised) or the evaluation grid."""
+    if rays is None:
+        return ray_grid(num_tasks, partitions=partitions, max_rays=max_rays)
+    if len(rays) == 0:
+        raise BenchError("method.rays=[] is empty; give at least one ray, e.g. method.rays=[[0.5,0.5]]")
+    out = [validate_preference(r, num_tasks, name=f"method.rays[{i}]", normalized=False)
+           for i, r in enumerate(rays)]
+    return np.stack([r / r.sum() for r in out])
+
+
+# ---- trainable spaces (pure functions) --------------------------------------------------------
+def init_trainable(space: str, theta0: Params, task_vectors: Params, init_lambda: float) -> list[torch.Tensor]:
+    """Fresh leaf tensors of the trainable space (requires_grad)."""
+    names = list(theta0)
+    T = next(iter(task_vectors.values())).shape[0]
+    ref = theta0[names[0]]
+    if space == "full":
+        return [theta0[n].detach().clone().requires_grad_(True) for n in names]
+    if space == "layerwise":
+        return [torch.full((T, len(names)), float(init_lambda), dtype=ref.dtype, device=ref.device,
+                           requires_grad=True)]
+    if space == "taskwise":
+        return [torch.full((T,), float(init_lambda), dtype=ref.dtype, device=ref.device, requires_grad=True)]
+    raise BenchError(f"unknown space {space!r}; valid choices: {', '.join(SPACES)}")
+
+
+def merged_params(space: str, theta0: Params, task_vectors: Params, leaves: Sequence[torch.Tensor]) -> Params:
+    """The model's parameters from the trainable leaves, with differentiable ops."""
+    if space == "full":
+        return dict(zip(theta0, leaves))
+    if space == "taskwise":
+        return task_arithmetic(theta0, task_vectors, leaves[0])
+    lam = leaves[0]                                    # layerwise: [T, P], one column per tensor
+    return {n: task_arithmetic({n: t0}, {n: task_vectors[n]}, lam[:, p])[n]
+            for p, (n, t0) in enumerate(theta0.items())}
+
+
+def ray_seed(seed: int, index: int) -> int:
+    """Independent, order-free seed of ray `index`'s batch stream."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _hashable(v):
+    if isinstance(v, (list, tuple)):
+        return tuple(_hashable(x) for x in v)
+    return v
+
+
+@dataclass(frozen=True)
+class RayTraining(Method):
+    """Base of the per-ray methods: its fields are their shared config."""
+
+    registry_name: ClassVar[str] = ""     # "ls", "epo": part of every evaluation key
+    direction_name: ClassVar[str] = ""
+
+    space: Literal["full", "layerwise", "taskwise"] = "full"
+    steps: int = 300                  # Adam steps per ray
+    lr: float | None = None           # None: per-space default (module docstring)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    batch_size: int = 16              # per task per step
+    init_lambda: float = 0.3          # layerwise / taskwise start
+    partitions: int = 10              # ray grid: das-dennis partitions (11 rays for 2 tasks)
+    max_rays: int = 66                # ray grid: cap for many tasks (one-hots + equal ray + coarser grid)
+    rays: list[list[float]] | None = None   # explicit rays instead of the grid
+
+    def __post_init__(self):
+        for name, lo in (("steps", 1), ("batch_size", 1), ("partitions", 1), ("max_rays", 1)):
+            if getattr(self, name) < lo:
+                raise BenchError(f"method.{name}={getattr(self, name)} must be ≥ {lo}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise BenchError(f"method.lr={self.lr} must be a positive number (or null for the default)")
+
+    # ---- the per-step direction: subclasses ----------------------------------------------------
+    def direction(self, losses: torch.Tensor, leaves: list[torch.Tensor], ray: np.ndarray,
+                  support: list[int]) -> tuple[list[torch.Tensor], dict]:
+        """Gradient-like direction for the leaves (Adam descends on it) and step facts.
+        `losses[k]` is the loss of task `support[k]` (the tasks with r_j > 0)."""
+        raise NotImplementedError
+
+    def ray_extras(self, stats: list[dict]) -> dict:
+        """Per-ray facts from the per-step facts (e.g. EPO's fallback count)."""
+        return {}
+
+    def front_meta(self, extras: list[dict]) -> dict:
+        return {}
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def approximate_front(self, suite, *, evaluator, seed: int) -> Front:
+        rays = resolve_rays(self.rays, suite.num_tasks, self.partitions, self.max_rays)
+        lr = resolve_lr(self.lr, self.space, suite.analytic)
+        theta0, tv = suite.theta0(), suite.task_vectors()
+        name = self.registry_name
+        config = tuple((f.name, _hashable(getattr(self, f.name))) for f in dataclasses.fields(self))
+        metrics, extras, trainable, backward = [], [], 0, 0
+        for k, ray in enumerate(tqdm(rays, desc=f"{name} rays", disable=None, leave=False)):
+            generator = torch.Generator().manual_seed(ray_seed(seed, k))
+            leaves, stats, final = self.train_ray(suite, ray, lr=lr, generator=generator)
+            trainable = sum(l.numel() for l in leaves)
+            backward += sum(s["backward_passes"] for s in stats)
+            params = {n: p.detach() for n, p in merged_params(self.space, theta0, tv, leaves).items()}
+            recipe = (name, config, tuple(np.round(ray, 12)), int(seed))
+            metrics.append(evaluator.evaluate(params, "test", key=recipe))
+            extras.append({"ray": [float(v) for v in ray], "train_losses": dict(zip(suite.tasks, final)),
+                           "mu": non_uniformity(np.array(final), ray), **self.ray_extras(stats)})
+        return Front(tasks=suite.tasks, objective=suite.objective, X=rays,
+                     x_names=[f"ray[{t}]" for t in suite.tasks], metrics=metrics, split="test", extras=extras,
+                     meta={"direction": self.direction_name, "space": self.space, "lr": lr, "steps": self.steps,
+                           "schedule": self.schedule, "batch_size": self.batch_size, "n_rays": len(rays),
+                           "mu_max": float(max(e["mu"] for e in extras)), **self.front_meta(extras)},
+                     cost={"train_steps": self.steps * len(rays), "trainable_params": trainable,
+                           "backward_passes": int(backward)})
+
+    def train_ray(self, suite, ray: np.ndarray, *, lr: float, generator: torch.Generator):
+        """Train one model for `ray`: (trainable leaves, per-step facts, final train losses [T])."""
+        theta0, tv = suite.theta0(), suite.task_vectors()
+        leaves = init_trainable(self.space, theta0, tv, self.init_lambda)
+        opt = torch.optim.Adam(leaves, lr=lr)
+        sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.steps, eta_min=0.0)
+                 if self.schedule == "cosine" else None)
+        support = [j for j in range(suite.num_tasks) if ray[j] > 0]
+        stats = []
+        for _ in range(self.steps):
+            params = merged_params(self.space, theta0, tv, leaves)
+            losses = torch.stack([suite.loss(params, suite.tasks[j],
+                                             suite.train_batch(suite.tasks[j], self.batch_size, generator))
+                                  for j in support])
+            grads, info = self.direction(losses, leaves, ray, support)
+            for leaf, g in zip(leaves, grads):
+                leaf.grad = g.detach()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            stats.append(info)
+        with torch.no_grad():
+            params = merged_params(self.space, theta0, tv, leaves)
+            final = [float(suite.loss(params, t, suite.train_batch(t, self.batch_size, generator)))
+                     for t in suite.tasks]            # one fresh batch per task (exact on analytic suites)
+        return leaves, stats, final
