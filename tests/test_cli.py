@@ -129,5 +129,15 @@ def test_every_registry_entry_has_a_config_listing_its_schema(group, registry):
         params = {k: p for k, p in schema(entry.obj).items() if k not in entry.defaults}
         assert set(cfg) == set(params), f"{group}/{name}.yaml keys differ from the constructor"
         for k, v in cfg.items():
-            d = params[k].default
-            assert d is params[k].empty or v == (list(d) if isinstance(d, tuple) else d), f"{name}.{k}"
+            assert v == default_of(entry.obj, k, params[k]), f"{group}/{name}.yaml: {k}"
+
+
+def default_of(cls, key, param):
+    import dataclasses
+
+    if dataclasses.is_dataclass(cls):
+        f = {f.name: f for f in dataclasses.fields(cls)}[key]
+        if f.default_factory is not dataclasses.MISSING:
+            return f.default_factory()
+    d = param.default
+    return list(d) if isinstance(d, tuple) else d
