@@ -23,7 +23,7 @@ from methods.epo_solver import epo_weights
 from methods.ray_training import RayTraining
 
 
-def per_task_grads(losses: torch.Tensor, leaves: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+def per_task_grads(losses: list[torch.Tensor], leaves: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     """[k][p]: the gradient of losses[k] with respect to leaf p (one backward pass per task)."""
     n = len(losses)
     return [list(torch.autograd.grad(losses[k], leaves, retain_graph=k < n - 1, materialize_grads=True))
@@ -59,7 +59,7 @@ class EPO(RayTraining):
 
     def direction(self, losses, leaves, ray, support):
         grads = per_task_grads(losses, leaves)
-        l = losses.detach().double().cpu().numpy()
+        l = torch.stack(losses).detach().double().cpu().numpy()
         alpha, info = epo_weights(np.maximum(l, 0.0), gram(grads), ray[support], eps=self.eps,
                                   restricted=self.restricted)
         return combine(grads, alpha), {**info, "backward_passes": len(support)}

@@ -36,4 +36,4 @@ class LinearScalarization(RayTraining):
     direction_name = "sum_i r_i grad L_i"
 
     def direction(self, losses, leaves, ray, support):
-        return ls_direction(losses, leaves, ray[support]), {"backward_passes": 1}
+        return ls_direction(torch.stack(losses), leaves, ray[support]), {"backward_passes": 1}

@@ -125,7 +125,7 @@ class RayTraining(Method):
             raise BenchError(f"method.lr={self.lr} must be a positive number (or null for the default)")
 
     # ---- the per-step direction: subclasses ----------------------------------------------------
-    def direction(self, losses: torch.Tensor, leaves: list[torch.Tensor], ray: np.ndarray,
+    def direction(self, losses: list[torch.Tensor], leaves: list[torch.Tensor], ray: np.ndarray,
                   support: list[int]) -> tuple[list[torch.Tensor], dict]:
         """Gradient-like direction for the leaves (Adam descends on it) and step facts.
         `losses[k]` is the loss of task `support[k]` (the tasks with r_j > 0)."""
@@ -175,9 +175,9 @@ class RayTraining(Method):
         stats = []
         for _ in range(self.steps):
             params = merged_params(self.space, theta0, tv, leaves)
-            losses = torch.stack([suite.loss(params, suite.tasks[j],
-                                             suite.train_batch(suite.tasks[j], self.batch_size, generator))
-                                  for j in support])
+            # a list, not a stack: each task's backward then walks only its own graph
+            losses = [suite.loss(params, suite.tasks[j], suite.train_batch(suite.tasks[j], self.batch_size, generator))
+                      for j in support]
             grads, info = self.direction(losses, leaves, ray, support)
             for leaf, g in zip(leaves, grads):
                 leaf.grad = g.detach()

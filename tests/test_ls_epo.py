@@ -189,8 +189,7 @@ def test_spaces_merge_like_task_arithmetic_and_epo_gram():
     torch.testing.assert_close(merged["b"], theta0["b"] + 0.7 * tv["b"][0] - 0.2 * tv["b"][1])
     # per-task gradients, their Gram matrix and Σ α_j g_j against a flattened computation
     leaves = init_trainable("full", theta0, tv, 0.3)
-    losses = torch.stack([(leaves[0] ** 2).sum() + leaves[1].sum(),
-                          (leaves[0] * 3).sum() - (leaves[1] ** 3).sum()])
+    losses = [(leaves[0] ** 2).sum() + leaves[1].sum(), (leaves[0] * 3).sum() - (leaves[1] ** 3).sum()]
     grads = per_task_grads(losses, leaves)
     G = torch.stack([torch.cat([x.reshape(-1) for x in gk]) for gk in grads]).double()
     np.testing.assert_allclose(gram(grads), (G @ G.T).numpy(), rtol=1e-6)
