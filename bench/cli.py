@@ -111,14 +111,26 @@ def prevalidate(overrides: list[str]) -> None:
                                                     [f"{head}.{k}" for k in keys]))
 
 
+# `python -m bench run` with no tasks override: the default suite (run.yaml) on two of its tasks
+DEFAULT_TASK_NAMES = "tasks.names=[digits,dots]"
+
+
+def with_default_tasks(argv: list[str]) -> list[str]:
+    if any(a.lstrip("+~").split("=")[0].split(".")[0] == "tasks" for a in argv if "=" in a):
+        return argv
+    return [DEFAULT_TASK_NAMES, *argv]
+
+
 def cmd_run(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print("usage: python -m bench run [-m] [method=NAME] [tasks=SUITE] [method.KEY=V] [tasks.KEY=V] "
               "[seed=N] [out=DIR] [device=auto|cpu|cuda]\n\nmethods: " + ", ".join(group_choices("method"))
               + "\nsuites:  " + ", ".join(group_choices("tasks"))
+              + "\n\ndefault: method=pwe_moe_ls tasks=tiny-clip tasks.names=[digits,dots]"
               + "\n\nexamples:\n  python -m bench run method=ta_grid tasks=toy-quadratic method.points=21\n"
               "  python -m bench run -m method=ta_grid,ls tasks=toy-quadratic seed=0,1")
         return 0
+    argv = with_default_tasks(argv)
     prevalidate(argv)
     import hydra
 
@@ -148,6 +160,7 @@ def compose(overrides: list[str]):
     """The resolved run config for `overrides` (Hydra's compose API), validated like `bench run`."""
     from hydra import compose as _compose, initialize_config_dir
 
+    overrides = with_default_tasks(list(overrides))
     prevalidate(overrides)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return _compose(config_name="run", overrides=overrides)

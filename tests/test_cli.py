@@ -52,7 +52,7 @@ def test_record_indicators_are_right(out, capsys):
     from bench.registry import SUITES
     from tests.test_indicators import brute_hv
 
-    assert main(["run", "tasks.num_tasks=3", "method.mode=grid", "method.points=4", f"out={out}"]) == 0
+    assert main(["run", "method=ta_grid", "tasks=toy-quadratic", "tasks.num_tasks=3", "method.mode=grid", "method.points=4", f"out={out}"]) == 0
     rec = last_record(capsys)
     F = np.array([[p["metrics"][t]["loss"] for t in rec["tasks"]] for p in rec["points"]])
     ref = np.array(rec["ref_point"])
@@ -67,7 +67,7 @@ def test_record_indicators_are_right(out, capsys):
 def test_same_seed_same_record(out, capsys):
     recs = []
     for _ in range(2):
-        assert main(["run", "method.mode=simplex", "tasks.num_tasks=3", "seed=7", f"out={out}"]) == 0
+        assert main(["run", "method=ta_grid", "tasks=toy-quadratic", "method.mode=simplex", "tasks.num_tasks=3", "seed=7", f"out={out}"]) == 0
         recs.append(last_record(capsys))
     for r in recs:
         for k in ("run_id", "created", "env"):
@@ -95,7 +95,8 @@ def test_multirun_writes_one_record_per_method(out):
     (["device=tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, out, capsys):
-    assert main(["run", *args, f"out={out}"]) == 2
+    base = [a for a in ("method=ta_grid", "tasks=toy-quadratic") if a.split("=")[0] not in {x.split("=")[0] for x in args}]
+    assert main(["run", *base, *args, f"out={out}"]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
     assert not list(out.glob("**/record.json"))
