@@ -28,11 +28,13 @@ from bench.registry import BenchError
 
 
 class Evaluator:
-    def __init__(self, suite, device: str | torch.device = "cpu", batch_size: int = 1024,
+    def __init__(self, suite, device: str | torch.device = "cpu", batch_size: int | None = None,
                  amp: bool | None = None):
         self.suite = suite
         self.device = torch.device(device)
-        self.batch_size = batch_size
+        # large batches fill a GPU; on a CPU small ones stay in cache (tiny-clip, 2 cores: 10.1k
+        # images/s at 64 against 6.8k at 1024)
+        self.batch_size = batch_size or (1024 if self.device.type == "cuda" else 64)
         self.amp = (self.device.type == "cuda") if amp is None else amp
         self.counts: Counter = Counter()
         self._counting = True
@@ -100,7 +102,11 @@ class Evaluator:
         """Stored (compact, e.g. uint8) batches, moved to the device once per task+split;
         `suite.prepare` turns each into model inputs on the fly."""
         if (task, split) not in self._data:
-            data = {k: v.to(self.device) for k, v in self.suite.eval_data(task, split).items()}
+            data = self.suite.eval_data(task, split)
+            if "attention_mask" in data:   # text: batch sentences of similar length, so trimming pays
+                order = torch.argsort(data["attention_mask"].sum(dim=1), stable=True)
+                data = {k: v[order] for k, v in data.items()}
+            data = {k: v.to(self.device) for k, v in data.items()}
             n = len(data["labels"])
             self._data[(task, split)] = [{k: v[i:i + self.batch_size] for k, v in data.items()}
                                          for i in range(0, n, self.batch_size)]
