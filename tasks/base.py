@@ -117,10 +117,15 @@ class ModelSuite(Suite):
         return F.cross_entropy(self.logits(params, task, batch).float(), batch["labels"])
 
     def eval_data(self, task: str, split: str) -> dict[str, torch.Tensor]:
+        if split not in self._data[task]:          # suites that load splits lazily (published data)
+            self._data[task][split] = self._split_data(task, split)
         return self._data[task][split]
 
+    def _split_data(self, task: str, split: str) -> dict[str, torch.Tensor]:
+        raise KeyError(f"{self.name} has no {split} data for task {task!r}")
+
     def train_batch(self, task: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        data = self._data[task]["train"]
+        data = self.eval_data(task, "train")
         n = len(data["labels"])
         idx = torch.randint(n, (batch_size,), generator=generator)
         return self.prepare({k: v[idx] for k, v in data.items()}, self.device)

@@ -492,20 +492,13 @@ class CLIPSuite(ModelSuite):
         pixels = (pixels - self._mean_t.to(device)) / self._std_t.to(device)
         return {"pixel_values": pixels, "labels": batch["labels"].to(device, non_blocking=True).long()}
 
-    def eval_data(self, task: str, split: str) -> dict[str, torch.Tensor]:
-        if split not in self._data[task]:
-            self._data[task][split] = self._split_data(task, split)
-        return self._data[task][split]
-
     def train_batch(self, task: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         if self.random_weights:     # synthetic: drawn per batch, never stored
             s = self.crop
             raw = {"pixel_values": torch.randint(0, 256, (batch_size, 3, s, s), generator=generator, dtype=torch.uint8),
                    "labels": torch.randint(self._sources[task]["num_classes"], (batch_size,), generator=generator)}
             return self.prepare(raw, self.device)
-        data = self.eval_data(task, "train")
-        idx = torch.randint(len(data["labels"]), (batch_size,), generator=generator)
-        return self.prepare({k: v[idx] for k, v in data.items()}, self.device)
+        return super().train_batch(task, batch_size, generator)
 
     def to(self, device):
         super().to(device)
@@ -515,14 +508,7 @@ class CLIPSuite(ModelSuite):
     # ---- data -----------------------------------------------------------------------------------
     def split_sizes(self, task: str) -> dict[str, int]:
         """Examples per split: the published sizes (val carved from train) or `synthetic_size`."""
-        if self.random_weights:
-            if self.synthetic_size is not None:
-                return {s: self.synthetic_size for s in ("train", "val", "test")}
-            n_train, n_test = SPLIT_SIZES[task]
-            n_val = int(round(hub.VAL_FRACTION * n_train))
-            return {"train": n_train - n_val, "val": n_val, "test": n_test}
-        src = self._sources[task]
-        return {s: (len(idx) if idx is not None else len(src["dd"][name])) for s, (name, idx) in src["splits"].items()}
+        return hub.split_sizes(self, task, SPLIT_SIZES)
 
     def _split_data(self, task: str, split: str) -> dict[str, torch.Tensor]:
         if self.random_weights:

@@ -321,3 +321,16 @@ def save_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> None:
 def load_arrays(directory: Path) -> dict[str, torch.Tensor]:
     """Memory-mapped (copy-on-write) tensors: pages are read on use, never the whole file at once."""
     return {p.stem: torch.from_numpy(np.load(p, mmap_mode="c")) for p in sorted(Path(directory).glob("*.npy"))}
+
+
+def split_sizes(suite, task: str, published: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """Examples per split of a published suite: its data's sizes; with random weights, the published
+    (train, test) sizes with val carved from train, or `synthetic_size` for each split."""
+    if suite.random_weights:
+        if suite.synthetic_size is not None:
+            return {s: suite.synthetic_size for s in ("train", "val", "test")}
+        n_train, n_test = published[task]
+        n_val = int(round(VAL_FRACTION * n_train))
+        return {"train": n_train - n_val, "val": n_val, "test": n_test}
+    src = suite._sources[task]
+    return {s: (len(idx) if idx is not None else len(src["dd"][name])) for s, (name, idx) in src["splits"].items()}

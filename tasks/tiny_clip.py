@@ -55,11 +55,12 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from bench.evaluator import Evaluator
-from bench.merge import Params, stack_task_vectors, task_arithmetic
+from bench.merge import Params, stack_task_vectors
 from bench.registry import SUITES, BenchError, unknown_choice
 from tasks.base import SPLITS, ModelSuite
 from tasks.cache import cache_root, cached_build, manifest_info
 from tasks.images import TASKS, generate
+from tasks.quality import format_bars, pair_line, quality_bars
 from tasks.models import backbone_params, clip_vision_features
 
 TASK_NAMES = list(TASKS)
@@ -70,9 +71,6 @@ PRETRAIN = dict(lr=2e-3, weight_decay=0.05, per_task_batch=16)
 FINETUNE = dict(lr=3e-3, weight_decay=0.0, batch=128)
 MAX_SHIFT = 2                # random ±2 px translations while training (the tiny ViT overfits otherwise)
 EVAL_BATCH = 500
-LINE = np.linspace(0.0, 1.0, 11)
-# the bars of issue 3
-BAR_FINETUNED, BAR_GAP, BAR_LINE, BAR_GRID_ND = 0.90, 0.10, 0.05, 3
 
 
 def clip_config():
@@ -243,7 +241,7 @@ class TinyClip(ModelSuite):
             torch.set_num_threads(threads)
         timings["total_s"] = round(time.perf_counter() - t0, 2)
         timings["main_process_cpu_s"] = round(time.process_time() - c0, 2)
-        print(format_bars(bars, timings))
+        print(format_bars("tiny-clip", bars, timings))
         return {"heldout": heldout, "bars": bars, "timings": timings, "build_workers": self.build_workers}
 
 
@@ -295,7 +293,8 @@ def run_workers(out: Path, seed: int, sizes: dict, workers: int, timings: dict) 
             err.close()
     shutil.rmtree(out / CLAIMS)
     t = time.perf_counter()
-    bars = quality_bars(TinyClip._from_dir(out, seed, sizes), lines=lines)
+    suite = TinyClip._from_dir(out, seed, sizes)
+    bars = quality_bars(suite, Evaluator(suite, "cpu", batch_size=EVAL_BATCH), lines=lines)
     timings["references_s"] = round(time.perf_counter() - t, 2)
     return heldout, bars
 
@@ -478,81 +477,3 @@ def set_prototype_rows(backbone, heads, data, heldout, per_class: int = 256) -> 
             mu = backbone(pixel_values=standardize(x[y == c][:per_class])).pooler_output.mean(0)
             W[c] = scale * mu / mu.norm().clamp_min(1e-8)
             b[c] = bias
-
-
-# ---- quality bars ----------------------------------------------------------------------------
-def line_coefficients(T: int, i: int, j: int, points=LINE) -> np.ndarray:
-    """[len(points), T]: the shared-λ task-arithmetic line of tasks i and j (other tasks at 0)."""
-    lam = np.zeros((len(points), T))
-    lam[:, i] = lam[:, j] = points
-    return lam
-
-
-def ta_metrics(suite, evaluator, lam: np.ndarray, tasks: list[str], split: str = "test") -> dict:
-    """Test metrics of θ0 + Σ λ_i τ_i on `tasks`, keyed as ta_grid keys it (repeats are free)."""
-    theta0, tv = suite.theta0(), suite.task_vectors()
-    return evaluator.evaluate(lambda: task_arithmetic(theta0, tv, lam), split,
-                              key=("ta", tuple(np.round(lam, 12))), tasks=tasks)
-
-
-def pair_line(suite, evaluator, a: str, b: str, points=LINE[1:], split: str = "test") -> np.ndarray:
-    """[len(points), 2] accuracies on (a, b) of θ0 + λ(τ_a + τ_b) (every other task at 0)."""
-    i, j = suite.tasks.index(a), suite.tasks.index(b)
-    acc = []
-    for lam in line_coefficients(suite.num_tasks, i, j, points):
-        m = ta_metrics(suite, evaluator, lam, [a, b], split)
-        acc.append([m[a]["accuracy"], m[b]["accuracy"]])
-    return np.array(acc)
-
-
-def quality_bars(suite, evaluator=None, lines: dict | None = None) -> dict:
-    """Issue 3's bars on the test split: fine-tuned ≥ 0.90, θ0 ≥ 0.10 lower, and for every pair the
-    best point of the shared-λ line (max mean accuracy over λ ∈ linspace(0, 1, 11)) ≥ 0.05 below
-    each task's fine-tuned accuracy. `lines` ({"a+b": accuracies at λ = 0.1 … 1}, from the build
-    workers) are traced here when missing; λ = 0 is θ0 itself."""
-    from bench.evaluator import references
-
-    evaluator = evaluator or Evaluator(suite, "cpu", batch_size=EVAL_BATCH)
-    refs = references(evaluator)
-    pre = {t: refs["pretrained"][t]["accuracy"] for t in suite.tasks}
-    ft = {t: refs["finetuned"][t]["accuracy"] for t in suite.tasks}
-    out = {"pretrained": pre, "finetuned": ft,
-           "finetuned_ok": all(ft[t] >= BAR_FINETUNED for t in suite.tasks),
-           "gap_ok": all(ft[t] - pre[t] >= BAR_GAP for t in suite.tasks), "pairs": {}}
-    for a, b in itertools.combinations(suite.tasks, 2):
-        rest = (lines or {}).get(f"{a}+{b}")
-        acc = np.vstack([[pre[a], pre[b]], rest if rest is not None else pair_line(suite, evaluator, a, b)])
-        best = int(np.argmax(acc.mean(1)))
-        gaps = [ft[a] - acc[best, 0], ft[b] - acc[best, 1]]
-        out["pairs"][f"{a}+{b}"] = {"line": acc.tolist(), "best_lambda": round(float(LINE[best]), 2),
-                                    "gap": [round(float(g), 4) for g in gaps], "ok": bool(min(gaps) >= BAR_LINE)}
-    out["line_ok"] = all(p["ok"] for p in out["pairs"].values())
-    return out
-
-
-def pair_grid(suite, evaluator, a: str, b: str, points=LINE, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    """The per-task grid λ_a × λ_b (others 0): coefficients [n, 2] and accuracies [n, 2]."""
-    i, j = suite.tasks.index(a), suite.tasks.index(b)
-    X, acc = [], []
-    for la, lb in itertools.product(points, points):
-        lam = np.zeros(suite.num_tasks)
-        lam[i], lam[j] = la, lb
-        m = ta_metrics(suite, evaluator, lam, [a, b], split)
-        X.append((la, lb))
-        acc.append((m[a]["accuracy"], m[b]["accuracy"]))
-    return np.array(X), np.array(acc)
-
-
-def format_bars(bars: dict, timings: dict) -> str:
-    pre, ft = bars["pretrained"], bars["finetuned"]
-    lines = ["tiny-clip quality bars (test accuracy)", f"{'task':<10}{'θ0':>8}{'θ_i':>8}{'gap':>8}"]
-    for t in ft:
-        lines.append(f"{t:<10}{pre[t]:>8.3f}{ft[t]:>8.3f}{ft[t] - pre[t]:>8.3f}")
-    gaps = [min(p["gap"]) for p in bars["pairs"].values()]
-    worst = min(bars["pairs"].items(), key=lambda kv: min(kv[1]["gap"]))[0] if gaps else "-"
-    lines.append(f"fine-tuned ≥ {BAR_FINETUNED}: {bars['finetuned_ok']}   θ0 ≥ {BAR_GAP} lower: {bars['gap_ok']}   "
-                 f"TA line best point ≥ {BAR_LINE} below on all {len(gaps)} pairs: {bars['line_ok']} "
-                 f"(smallest gap {min(gaps, default=float('nan')):.3f}, {worst})")
-    fmt = lambda v: "+".join(f"{x:.1f}" for x in v) if isinstance(v, list) else f"{v:.1f}"  # noqa: E731
-    lines.append("build time: " + ", ".join(f"{k[:-2].replace('_', ' ')} {fmt(v)}s" for k, v in timings.items()))
-    return "\n".join(lines)

@@ -54,11 +54,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench.merge import Params, stack_task_vectors, task_arithmetic
+from bench.merge import Params, stack_task_vectors
 from bench.registry import SUITES, BenchError, unknown_choice
 from tasks.base import SPLITS, ModelSuite
 from tasks.cache import cache_root, cached_build, manifest_info
 from tasks.models import backbone_params, gpt2_features, trim_padding
+from tasks.quality import format_bars, pair_line, quality_bars
 from tasks.text import ANSWER_WORDS, MAX_WORDS, TASKS, build_tokenizer, encode, generate_splits
 
 TASK_NAMES = list(TASKS)
@@ -69,9 +70,6 @@ PRETRAIN = dict(lr=3e-3, weight_decay=0.01, batch=128)
 FINETUNE = dict(lr=3e-3, weight_decay=0.0, batch=128)
 EVAL_BATCH = 512
 FANOUT_MIN_STEPS = 50        # fine-tuning steps from which the build fans out over processes
-LINE = np.linspace(0.0, 1.0, 11)
-# the bars of issue 3
-BAR_FINETUNED, BAR_GAP, BAR_LINE, BAR_GRID_ND = 0.90, 0.10, 0.05, 3
 DEFAULT_SIZES = dict(train_size=4000, val_size=200, test_size=500, pretrain_steps=400, finetune_steps=300)
 
 
@@ -308,10 +306,12 @@ def _build(out: Path, seed: int, sizes: dict, log, workers: int) -> dict:
         lines = {}
         for part in tqdm(pool.map(_lines_job, chunks), total=len(chunks), desc="tiny-gpt2 merging bars", leave=False):
             lines.update(part)
-        bars = quality_bars(suite, lines=lines)
+        from bench.evaluator import Evaluator
+
+        bars = quality_bars(suite, Evaluator(suite, "cpu", batch_size=EVAL_BATCH), lines=lines)
         timings["bars_s"] = time.perf_counter() - t
     timings["total_s"] = sum(timings.values())
-    log(format_bars(bars, timings))
+    log(format_bars("tiny-gpt2", bars, timings))
     return {"bars": bars, "timings": {k: round(v, 2) for k, v in timings.items()}, "seed": seed,
             "sizes": sizes, "workers": workers}
 
@@ -358,7 +358,8 @@ def _lines_job(job) -> dict:
     with quiet_hf(), torch_threads(1):
         suite = TinyGPT2.from_dir(Path(out), seed=seed, sizes=sizes)
         ev = Evaluator(suite, "cpu", batch_size=EVAL_BATCH)
-        return {(i, j): line_accuracies(suite, ev, i, j) for i, j in pairs}
+        return {f"{suite.tasks[i]}+{suite.tasks[j]}": pair_line(suite, ev, suite.tasks[i], suite.tasks[j]).tolist()
+                for i, j in pairs}
 
 
 def pretrain_lm(lm, corpus: dict[str, torch.Tensor], steps: int, gen: torch.Generator) -> float:
@@ -398,78 +399,3 @@ def finetune(model, train: dict[str, torch.Tensor], steps: int, gen: torch.Gener
         sched.step()
     model.eval()
     return float(loss.detach())
-
-
-# ---- quality bars ----------------------------------------------------------------------------
-def line_coefficients(T: int, i: int, j: int, points=LINE) -> np.ndarray:
-    """[len(points), T]: the shared-λ task-arithmetic line of tasks i and j (other tasks at 0)."""
-    lam = np.zeros((len(points), T))
-    lam[:, i] = lam[:, j] = points
-    return lam
-
-
-def ta_metrics(suite, evaluator, lam: np.ndarray, tasks: list[str], split: str = "test") -> dict:
-    """Metrics of θ0 + Σ λ_i τ_i on `tasks`, keyed as ta_grid keys it (repeats are free)."""
-    theta0, tv = suite.theta0(), suite.task_vectors()
-    return evaluator.evaluate(lambda: task_arithmetic(theta0, tv, lam), split,
-                              key=("ta", tuple(np.round(lam, 12))), tasks=tasks)
-
-
-def line_accuracies(suite, evaluator, i: int, j: int, split: str = "test") -> list[list[float]]:
-    """Accuracies [11, 2] of tasks i, j along their shared-λ line."""
-    a, b = suite.tasks[i], suite.tasks[j]
-    return [[m[a]["accuracy"], m[b]["accuracy"]] for m in
-            (ta_metrics(suite, evaluator, lam, [a, b], split) for lam in line_coefficients(suite.num_tasks, i, j))]
-
-
-def quality_bars(suite, evaluator=None, pairs=None, lines: dict | None = None) -> dict:
-    """Issue 3's bars on the test split: fine-tuned ≥ 0.90, θ0 ≥ 0.10 lower, and for each pair the
-    best point of the shared-λ line (max mean accuracy over λ ∈ linspace(0, 1, 11)) ≥ 0.05 below
-    each task's fine-tuned accuracy. `lines` {(i, j): accuracies} skips evaluating those lines."""
-    from bench.evaluator import Evaluator, references
-
-    evaluator = evaluator or Evaluator(suite, "cpu", batch_size=EVAL_BATCH)
-    refs = references(evaluator)
-    pre = {t: refs["pretrained"][t]["accuracy"] for t in suite.tasks}
-    ft = {t: refs["finetuned"][t]["accuracy"] for t in suite.tasks}
-    out = {"pretrained": pre, "finetuned": ft,
-           "finetuned_ok": all(ft[t] >= BAR_FINETUNED for t in suite.tasks),
-           "gap_ok": all(ft[t] - pre[t] >= BAR_GAP for t in suite.tasks), "pairs": {}}
-    lines = dict(lines or {})
-    pairs = list(itertools.combinations(range(suite.num_tasks), 2)) if pairs is None else pairs
-    for i, j in pairs:
-        a, b = suite.tasks[i], suite.tasks[j]
-        acc = np.array(lines[(i, j)] if (i, j) in lines else line_accuracies(suite, evaluator, i, j))
-        best = int(np.argmax(acc.mean(1)))
-        gaps = [ft[a] - acc[best, 0], ft[b] - acc[best, 1]]
-        out["pairs"][f"{a}+{b}"] = {"line": acc.tolist(), "best_lambda": float(LINE[best]),
-                                    "gap": [round(float(g), 4) for g in gaps], "ok": bool(min(gaps) >= BAR_LINE)}
-    out["line_ok"] = all(p["ok"] for p in out["pairs"].values())
-    return out
-
-
-def pair_grid(suite, evaluator, a: str, b: str, points=LINE, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    """The per-task grid λ_a × λ_b (others 0): coefficients [n, 2] and accuracies [n, 2]."""
-    i, j = suite.tasks.index(a), suite.tasks.index(b)
-    X, acc = [], []
-    for la, lb in itertools.product(points, points):
-        lam = np.zeros(suite.num_tasks)
-        lam[i], lam[j] = la, lb
-        m = ta_metrics(suite, evaluator, lam, [a, b], split)
-        X.append((la, lb))
-        acc.append((m[a]["accuracy"], m[b]["accuracy"]))
-    return np.array(X), np.array(acc)
-
-
-def format_bars(bars: dict, timings: dict) -> str:
-    pre, ft = bars["pretrained"], bars["finetuned"]
-    lines = ["tiny-gpt2 quality bars (test accuracy)", f"{'task':<10}{'θ0':>8}{'θ_i':>8}{'gap':>8}"]
-    for t in ft:
-        lines.append(f"{t:<10}{pre[t]:>8.3f}{ft[t]:>8.3f}{ft[t] - pre[t]:>8.3f}")
-    gaps = [min(p["gap"]) for p in bars["pairs"].values()]
-    worst = min(bars["pairs"].items(), key=lambda kv: min(kv[1]["gap"]))[0] if gaps else "-"
-    lines.append(f"fine-tuned ≥ {BAR_FINETUNED}: {bars['finetuned_ok']}   θ0 ≥ {BAR_GAP} lower: {bars['gap_ok']}   "
-                 f"TA line best point ≥ {BAR_LINE} below on all {len(gaps)} pairs: {bars['line_ok']} "
-                 f"(smallest gap {min(gaps, default=float('nan')):.3f}, {worst})")
-    lines.append("build time: " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in timings.items()))
-    return "\n".join(lines)

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import tasks.tiny_clip as tc
+from tasks import quality
 from bench.evaluator import Evaluator, references
 from bench.indicators import nondominated_mask
 from bench.merge import params_hash
@@ -121,10 +122,10 @@ def test_pair_grid_has_trade_offs_and_its_diagonal_is_the_build_line(tiny_clip):
     bars = tiny_clip.build_info["bars"]
     for a, b in grid_pairs(bars):
         sub = SUITES.build("tiny-clip", names=[a, b])
-        X, acc = tc.pair_grid(sub, Evaluator(sub, "cpu", batch_size=tc.EVAL_BATCH), a, b)
+        X, acc = quality.pair_grid(sub, Evaluator(sub, "cpu", batch_size=tc.EVAL_BATCH), a, b)
         assert X.shape == acc.shape == (121, 2)
         nd = nondominated_mask(1.0 - acc)
-        assert nd.sum() >= tc.BAR_GRID_ND, f"{a}+{b}: only {nd.sum()} non-dominated grid points"
+        assert nd.sum() >= quality.BAR_GRID_ND, f"{a}+{b}: only {nd.sum()} non-dominated grid points"
         diag = acc[np.isclose(X[:, 0], X[:, 1])]
         np.testing.assert_allclose(diag, bars["pairs"][f"{a}+{b}"]["line"], atol=ACC_TOL)
         corner = {tuple(x): y for x, y in zip(map(tuple, X), acc)}

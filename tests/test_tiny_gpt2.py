@@ -6,7 +6,6 @@ determinism tests use a small variant built into their own temporary directories
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
@@ -20,9 +19,9 @@ import torch
 
 from bench import indicators
 from bench.evaluator import Evaluator
-from bench.merge import params_hash, task_arithmetic
+from bench.merge import params_hash
 from bench.registry import SUITES, BenchError
-from tasks import tiny_gpt2
+from tasks import quality, tiny_gpt2
 from tasks.cache import MANIFEST, verify
 from tasks.text import TASKS, build_tokenizer, encode, generate
 
@@ -59,18 +58,18 @@ def hf_accuracy(path: Path, task: str, body: dict | None, data: dict) -> float:
 # ---- quality bars -----------------------------------------------------------------------------
 def test_quality_bars(suite):
     bars = suite.info["bars"]
-    print(tiny_gpt2.format_bars(bars, suite.info["timings"]))
+    print(quality.format_bars("tiny-gpt2", bars, suite.info["timings"]))
     for t in suite.tasks:
-        assert bars["finetuned"][t] >= tiny_gpt2.BAR_FINETUNED, t
-        assert bars["finetuned"][t] - bars["pretrained"][t] >= tiny_gpt2.BAR_GAP, t
+        assert bars["finetuned"][t] >= quality.BAR_FINETUNED, t
+        assert bars["finetuned"][t] - bars["pretrained"][t] >= quality.BAR_GAP, t
     assert len(bars["pairs"]) == 10
     for pair, p in bars["pairs"].items():
         a, b = pair.split("+")
         acc = np.array(p["line"])
         best = int(np.argmax(acc.mean(1)))            # recomputed from the stored line
-        assert p["best_lambda"] == pytest.approx(tiny_gpt2.LINE[best])
-        assert bars["finetuned"][a] - acc[best, 0] >= tiny_gpt2.BAR_LINE, pair
-        assert bars["finetuned"][b] - acc[best, 1] >= tiny_gpt2.BAR_LINE, pair
+        assert p["best_lambda"] == pytest.approx(quality.LINE[best])
+        assert bars["finetuned"][a] - acc[best, 0] >= quality.BAR_LINE, pair
+        assert bars["finetuned"][b] - acc[best, 1] >= quality.BAR_LINE, pair
     assert bars["finetuned_ok"] and bars["gap_ok"] and bars["line_ok"]
 
 
@@ -96,13 +95,13 @@ def test_bars_match_the_models_own_forward(suite):
 
 def test_grid_has_nondominated_points(suite):
     ev = Evaluator(suite, "cpu", batch_size=tiny_gpt2.EVAL_BATCH)
-    X, acc = tiny_gpt2.pair_grid(suite, ev, *GRID_PAIR)
+    X, acc = quality.pair_grid(suite, ev, *GRID_PAIR)
     assert X.shape == (121, 2) and ev.evaluations == 121
     F = 1.0 - acc
     nd = indicators.nondominated_mask(F)
     brute = [not any((F[j] <= F[i]).all() and (F[j] < F[i]).any() for j in range(len(F))) for i in range(len(F))]
     assert nd.tolist() == brute
-    assert nd.sum() >= tiny_gpt2.BAR_GRID_ND
+    assert nd.sum() >= quality.BAR_GRID_ND
 
 
 def test_ta_grid_cli_writes_a_record_with_hv_and_references(suite, tmp_path):
@@ -120,7 +119,7 @@ def test_ta_grid_cli_writes_a_record_with_hv_and_references(suite, tmp_path):
     for t in CLI_PAIR:
         assert rec["references"]["finetuned"][t]["accuracy"] == pytest.approx(bars["finetuned"][t])
         assert rec["references"]["pretrained"][t]["accuracy"] == pytest.approx(bars["pretrained"][t])
-    assert sum(p["nondominated"] for p in rec["points"]) >= tiny_gpt2.BAR_GRID_ND
+    assert sum(p["nondominated"] for p in rec["points"]) >= quality.BAR_GRID_ND
     # the grid's λ = (1, 1) point is the shared line's λ = 1 point of the bars
     corner = next(p for p in rec["points"] if all(v == 1.0 for v in p["x"].values()))
     line_end = bars["pairs"]["+".join(CLI_PAIR)]["line"][-1]
