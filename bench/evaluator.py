@@ -81,33 +81,30 @@ class Evaluator:
 
     def _score(self, params: Params, task: str, split: str) -> dict[str, Any]:
         suite = self.suite
-        if suite.analytic:
-            return {"loss": float(suite.loss(params, task, None)), "accuracy": None}
-        loss_sum, correct, n = 0.0, 0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct, n, has_acc = torch.zeros((), dtype=torch.int64, device=self.device), 0, True
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp
                     else contextlib.nullcontext())
         for raw in self._batches(task, split):
             batch = suite.prepare(raw, self.device)
             with autocast:
-                logits = suite.logits(params, task, batch).float()
-            labels = batch["labels"]
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            correct += int((logits.argmax(-1) == labels).sum())
-            n += len(labels)
+                l, c, k = suite.batch_metrics(params, task, batch)
+            loss_sum += l.double()                  # summed on the device, read once per task
+            if c is None:
+                has_acc = False
+            else:
+                correct += c
+            n += k
         if n == 0:
             raise BenchError(f"task {task!r} has no {split} examples")
-        return {"loss": loss_sum / n, "accuracy": correct / n}
+        return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n if has_acc else None}
 
     def _batches(self, task: str, split: str) -> list[dict[str, torch.Tensor]]:
         """Stored (compact, e.g. uint8) batches, moved to the device once per task+split;
         `suite.prepare` turns each into model inputs on the fly."""
         if (task, split) not in self._data:
-            data = self.suite.eval_data(task, split)
-            if "attention_mask" in data:   # text: batch sentences of similar length, so trimming pays
-                order = torch.argsort(data["attention_mask"].sum(dim=1), stable=True)
-                data = {k: v[order] for k, v in data.items()}
-            data = {k: v.to(self.device) for k, v in data.items()}
-            n = len(data["labels"])
+            data = {k: v.to(self.device) for k, v in self.suite.eval_data(task, split).items()}
+            n = len(next(iter(data.values())))
             self._data[(task, split)] = [{k: v[i:i + self.batch_size] for k, v in data.items()}
                                          for i in range(0, n, self.batch_size)]
         return self._data[(task, split)]

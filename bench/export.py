@@ -21,7 +21,6 @@ Suites without a backbone module (the analytic toy) get `params.safetensors` ins
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
@@ -52,7 +51,7 @@ def cmd_export(argv: list[str]) -> int:
     from bench.config import build_from_config
     from bench.registry import METHODS, SUITES
     from bench.run import resolve_device
-    from methods.rays import validate_preference
+    from bench.rays import validate_preference
 
     validate_preference(pref, len(pref))                       # sign / sum errors before any loading
     cfg = compose(rest)
@@ -137,33 +136,12 @@ def find_run(runs: Path, cfg, suite, overrides: list[str]) -> dict:
 
 
 def write_export(dest: Path, suite, params: dict, info: dict) -> None:
-    """Backbone (save_pretrained) + heads + tokenizer + export.json into `dest`, atomically."""
-    from safetensors.torch import save_file
-
+    """The suite's model files (`Suite.save_model`) + export.json into `dest`, atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.export-"))
     try:
-        _quiet_transformers()
-        backbone = getattr(suite, "backbone", None)
-        if backbone is not None and hasattr(backbone, "save_pretrained"):
-            model = copy.deepcopy(backbone).to("cpu")
-            missing, unexpected = model.load_state_dict({k: v.detach().cpu() for k, v in params.items()}, strict=False)
-            missing = [k for k in missing if k in dict(model.named_parameters())]
-            if missing or unexpected:
-                raise BenchError(f"merged parameters do not fit {type(model).__name__}: missing {missing[:3]}, "
-                                 f"unexpected {unexpected[:3]}")
-            model.save_pretrained(tmp)
-            heads = getattr(suite, "heads", None)
-            if heads is not None:
-                save_file({f"{t}.{k}": v.detach().cpu().contiguous() for t, head in heads.items()
-                           for k, v in head.state_dict().items()}, str(tmp / "heads.safetensors"))
-            tok = getattr(suite, "tokenizer", None)
-            if tok is not None and hasattr(tok, "save_pretrained"):
-                tok.save_pretrained(tmp)
-            info = {**info, "backbone_class": type(model).__name__, "files": sorted(p.name for p in tmp.iterdir())}
-        else:
-            save_file({k: v.detach().cpu().contiguous() for k, v in params.items()}, str(tmp / "params.safetensors"))
-            info = {**info, "backbone_class": None, "files": ["params.safetensors"]}
+        info = {**info, **suite.save_model(params, tmp)}
+        info["files"] = sorted(p.name for p in tmp.iterdir())
         (tmp / "export.json").write_text(json.dumps(info, indent=1) + "\n")
         if dest.exists():
             dest.rmdir()                                   # empty (checked before loading anything)
@@ -171,13 +149,6 @@ def write_export(dest: Path, suite, params: dict, info: dict) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _quiet_transformers() -> None:
-    """No per-shard progress bars from save_pretrained: the command prints its own two lines."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
 
 
 if __name__ == "__main__":  # pragma: no cover

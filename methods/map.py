@@ -73,7 +73,7 @@ from bench.merge import task_arithmetic
 from bench.registry import METHODS, BenchError
 from methods import map_surrogate as ms
 from methods.base import Method
-from methods.rays import ray_grid
+from bench.rays import ray_grid
 
 
 @METHODS.register("map", "MAP: quadratic surrogates of task-arithmetic metrics searched with NSGA-II/III")

@@ -259,7 +259,7 @@ def search_front(surrogates: list[QuadraticSurrogate], objective: str, bounds: t
     from pymoo.optimize import minimize
 
     from bench.indicators import nondominated_mask
-    from tasks.toy import simplex_grid
+    from bench.rays import simplex_grid
 
     predict, grad = minimization_objectives(surrogates, objective)
     num_obj, num_vars = len(surrogates), surrogates[0].num_vars

@@ -3,7 +3,7 @@
     python -m bench run method=ls tasks=toy-quadratic
     python -m bench run method=epo tasks=tiny-clip method.space=layerwise method.steps=100
 
-For each ray r of the evaluation grid (`methods.rays.ray_grid`, or `rays=[[…],…]`) a fresh model
+For each ray r of the evaluation grid (`bench.rays.ray_grid`, or `rays=[[…],…]`) a fresh model
 starts from the configured start and takes `steps` Adam steps; each step draws one labelled train
 batch per task (`suite.train_batch`), computes the task losses (`suite.loss`) and a descent
 direction over the trainable parameters (the subclass: Σ r_i ∇L_i for LS, the EPO direction for
@@ -36,7 +36,7 @@ from bench.merge import Params, task_arithmetic
 from bench.registry import BenchError
 from methods.base import Method
 from methods.epo_solver import non_uniformity
-from methods.rays import ray_grid, validate_preference
+from bench.rays import ray_grid, validate_preference
 
 SPACES = ("full", "layerwise", "taskwise")
 DEFAULT_LR = {"full": 1e-5, "layerwise": 1e-3, "taskwise": 1e-3}

@@ -1,40 +1,51 @@
 """The Suite interface every task family implements, and `ModelSuite` for real networks.
 
     >>> from bench.registry import SUITES
-    >>> import tasks  # registers every suite
     >>> suite = SUITES.build("toy-quadratic", num_tasks=2)
-    >>> suite.tasks, suite.objective
-    (['task0', 'task1'], 'loss')
+    >>> suite.tasks, suite.objective, suite.modality
+    (['task0', 'task1'], 'loss', 'analytic')
 
 A suite owns θ0 (the pre-trained merge-able parameters, a flat `dict[str, Tensor]`), the task
 vectors τ_i = θ_i − θ0 stacked per parameter (`[T, *shape]`), frozen per-task heads, data, the
-objective and the HV reference point (in minimization space). Methods read these; only the
-Evaluator (bench/evaluator.py) runs a suite on evaluation data.
+objective and the HV reference point (in minimization space). This class declares everything the
+Evaluator, the trainers and `bench export` may ask of a suite; nothing else is read from outside.
+Only the Evaluator (bench/evaluator.py) runs a suite on evaluation data.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from bench.merge import Params
+from bench.registry import BenchError, unknown_choice
 
 SPLITS = ("train", "val", "test")
+MODALITIES = ("analytic", "image", "text")
+Batch = dict[str, torch.Tensor]
 
 
 class Suite:
-    name: str = ""            # registry name, e.g. "toy-quadratic"
-    version: str = "0"        # bump whenever numbers would change
-    objective: str = "loss"   # "loss" (lower is better) or "accuracy"
-    analytic: bool = False    # closed-form losses, no data
-    random_weights: bool = False  # benchmark-only suites never enter a leaderboard
+    name: str = ""                      # registry name, e.g. "toy-quadratic"
+    version: ClassVar[str] = "0"        # bump whenever numbers would change
+    objective: ClassVar[str] = "loss"   # "loss" (lower is better) or "accuracy"
+    modality: ClassVar[str] = "analytic"   # what a batch holds: analytic (no data), image, text
+    train_batch_size: ClassVar[int] = 1    # examples per task per training step, the papers' default
+    random_weights: bool = False        # benchmark-only suites never enter a leaderboard
     tasks: list[str]
     _theta0: Params
     _task_vectors: Params
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def analytic(self) -> bool:
+        return self.modality == "analytic"
 
     # ---- what methods read -------------------------------------------------------------
     def theta0(self) -> Params:
@@ -59,23 +70,61 @@ class Suite:
         """Analytic Pareto front in minimization space, [n, T]; None where unknown."""
         return None
 
-    def loss(self, params: Params, task: str, batch: Any) -> torch.Tensor:
-        """Differentiable training loss of task `task` at `params` on `batch`."""
+    def loss(self, params: Params, task: str, batch: Batch) -> torch.Tensor:
+        """Differentiable mean training loss of task `task` at `params` on a prepared `batch`."""
         raise NotImplementedError
 
-    def train_batch(self, task: str, batch_size: int, generator: torch.Generator) -> Any:
-        """One labelled training batch of task `task` (None for analytic suites)."""
-        return None
+    def train_batch(self, task: str, batch_size: int, generator: torch.Generator) -> Batch:
+        """One labelled training batch of `task`, prepared on `self.device` (analytic suites: empty)."""
+        return {}
 
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """The modules a trainer must not update (backbone, heads); none for analytic suites."""
+        return []
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """No suite module requires grad inside the block (flags restored after)."""
+        saved = [(p, p.requires_grad) for m in self.frozen_modules() for p in m.parameters()]
+        for p, _ in saved:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, flag in saved:
+                p.requires_grad_(flag)
+
+    # ---- what the Evaluator reads --------------------------------------------------------
+    def eval_data(self, task: str, split: str) -> Batch:
+        """The whole split in its stored, compact form (e.g. uint8 images), every tensor with the
+        examples along dim 0, already in evaluation order (text: by length). Analytic suites have
+        one pseudo-example: their losses are closed forms."""
+        return {"example": torch.zeros(1)}
+
+    def prepare(self, batch: Batch, device: torch.device) -> Batch:
+        """Stored tensors → model inputs on `device` (e.g. uint8 images → normalised floats)."""
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    def batch_metrics(self, params: Params, task: str, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """(summed loss, number correct or None, examples) of one prepared batch, as device tensors
+        (the Evaluator adds them up on the device and reads them once per task and split)."""
+        return self.loss(params, task, batch).detach().reshape(()), None, 1
+
+    # ---- export ---------------------------------------------------------------------------
+    def save_model(self, params: Params, directory: Path) -> dict[str, Any]:
+        """Write the merged model at `params` into `directory`; returns facts for export.json."""
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in params.items()}, str(Path(directory) / "params.safetensors"))
+        return {"backbone_class": None}
+
+    # ---- placement and identity -------------------------------------------------------------
     def to(self, device: str | torch.device) -> "Suite":
         self._theta0 = {k: v.to(device) for k, v in self._theta0.items()}
         self._task_vectors = {k: v.to(device) for k, v in self._task_vectors.items()}
         self.device = torch.device(device)
         return self
 
-    device: torch.device = torch.device("cpu")
-
-    # ---- identity -----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """The suite's resolved settings (JSON-able); part of its key."""
         return {}
@@ -91,47 +140,95 @@ class Suite:
         return f"{self.name} v{self.version}: {', '.join(self.tasks)}"
 
 
+def select_tasks(names: Sequence[str] | None, available: Sequence[str], suite: str) -> list[str]:
+    """The one task-name check of every suite: `names` (None = all) against `available`, in the
+    given order; an empty list, an unknown name or a repeat is a one-line BenchError."""
+    available = list(available)
+    if names is None:
+        return available
+    names = [str(n) for n in names]
+    if not names:
+        raise BenchError(f"tasks.names is empty; valid choices: {', '.join(available)}")
+    for n in names:
+        if n not in available:
+            raise BenchError(unknown_choice(f"{suite} task", n, available))
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise BenchError(f"tasks.names lists {dup!r} twice; valid choices: {', '.join(available)}")
+    return names
+
+
 class ModelSuite(Suite):
     """A suite of real networks: a shared backbone (whose parameters are merged) and frozen per-task
-    heads. Subclasses fill `backbone`, `heads`, `_theta0`, `_task_vectors` and `_data` and implement
-    `features`; evaluation data lives in `_data[task][split]` as a dict of CPU tensors with "labels".
+    heads. Subclasses fill `backbone`, `heads`, `_theta0`, `_task_vectors` and `_data`, set
+    `modality`, and implement `features`; evaluation data lives in `_data[task][split]` as a dict
+    of CPU tensors with "labels" (or is loaded on first use by `_split_data`).
     """
 
     objective = "accuracy"
     backbone: torch.nn.Module
     heads: torch.nn.ModuleDict
-    _data: dict[str, dict[str, dict[str, torch.Tensor]]]
+    tokenizer: Any = None               # text suites: saved beside an exported model
+    _data: dict[str, dict[str, Batch]]
 
-    def features(self, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def features(self, params: Params, batch: Batch) -> torch.Tensor:
         """Backbone features at `params` (via torch.func.functional_call), [B, D]."""
         raise NotImplementedError
 
-    def prepare(self, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-        """Stored tensors → model inputs on `device` (e.g. uint8 images → normalised floats)."""
-        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-    def logits(self, params: Params, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def logits(self, params: Params, task: str, batch: Batch) -> torch.Tensor:
         return self.heads[task](self.features(params, batch))
 
-    def loss(self, params: Params, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def loss(self, params: Params, task: str, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.logits(params, task, batch).float(), batch["labels"])
 
-    def eval_data(self, task: str, split: str) -> dict[str, torch.Tensor]:
+    def batch_metrics(self, params, task, batch):
+        logits = self.logits(params, task, batch).float()
+        labels = batch["labels"]
+        loss = F.cross_entropy(logits, labels, reduction="sum")
+        return loss, (logits.argmax(-1) == labels).sum(), len(labels)
+
+    def eval_data(self, task: str, split: str) -> Batch:
         if split not in self._data[task]:          # suites that load splits lazily (published data)
             self._data[task][split] = self._split_data(task, split)
         return self._data[task][split]
 
-    def _split_data(self, task: str, split: str) -> dict[str, torch.Tensor]:
+    def _split_data(self, task: str, split: str) -> Batch:
         raise KeyError(f"{self.name} has no {split} data for task {task!r}")
 
-    def train_batch(self, task: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def train_batch(self, task: str, batch_size: int, generator: torch.Generator) -> Batch:
         data = self.eval_data(task, "train")
         n = len(data["labels"])
         idx = torch.randint(n, (batch_size,), generator=generator)
         return self.prepare({k: v[idx] for k, v in data.items()}, self.device)
 
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return [self.backbone, self.heads]
+
+    def save_model(self, params: Params, directory: Path) -> dict[str, Any]:
+        """The backbone with `save_pretrained` (reload: `type(backbone).from_pretrained(directory)`),
+        the heads as heads.safetensors (`<task>.<weight|bias>`), the tokenizer where there is one."""
+        import copy
+
+        from safetensors.torch import save_file
+
+        from tasks.models import quiet_hf
+
+        model = copy.deepcopy(self.backbone).to("cpu")
+        missing, unexpected = model.load_state_dict({k: v.detach().cpu() for k, v in params.items()}, strict=False)
+        missing = [k for k in missing if k in dict(model.named_parameters())]
+        if missing or unexpected:
+            raise BenchError(f"merged parameters do not fit {type(model).__name__}: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")
+        with quiet_hf():
+            model.save_pretrained(directory)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(directory)
+        save_file({f"{t}.{k}": v.detach().cpu().contiguous() for t, head in self.heads.items()
+                   for k, v in head.state_dict().items()}, str(Path(directory) / "heads.safetensors"))
+        return {"backbone_class": type(model).__name__}
+
     def to(self, device):
         super().to(device)
-        self.backbone.to(device)
-        self.heads.to(device)
+        for m in self.frozen_modules():
+            m.to(device)
         return self

@@ -53,9 +53,9 @@ from tqdm.auto import tqdm
 from bench.merge import Params, check_compatible
 from bench.registry import SUITES, BenchError, unknown_choice
 from tasks import hub
-from tasks.base import ModelSuite
+from tasks.base import ModelSuite, select_tasks
 from tasks.cache import cache_root, cached_build
-from tasks.models import backbone_params, clip_vision_features
+from tasks.models import backbone_params, clip_vision_features, quiet_hf
 
 TASKS = ["sun397", "stanford-cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd"]
 DATASETS = {"sun397": "tanganke/sun397", "stanford-cars": "tanganke/stanford_cars", "resisc45": "tanganke/resisc45",
@@ -185,6 +185,8 @@ _DESC = ("CLIP {}: vision tower fine-tuned on sun397, stanford-cars, resisc45, e
 class CLIPSuite(ModelSuite):
     version = "1"
     objective = "accuracy"
+    modality = "image"
+    train_batch_size = 16          # images per task per step (the PWE-MoE authors')
 
     def __init__(self, arch: Literal["ViT-B-32", "ViT-B-16", "ViT-L-14"] = "ViT-B-32",
                  names: list[str] = TASKS,
@@ -227,15 +229,8 @@ class CLIPSuite(ModelSuite):
 
     # ---- construction ---------------------------------------------------------------------------
     def _check_names(self, names: list[str]) -> list[str]:
-        if not names:
-            raise BenchError(f"tasks.names is empty; valid choices: {', '.join(self.datasets)}")
         known = list(self.datasets) if not self.random_weights else [t for t in self.datasets if t in SPLIT_SIZES]
-        for t in names:
-            if t not in known:
-                raise BenchError(unknown_choice("task", t, known))
-        if len(set(names)) != len(names):
-            raise BenchError(f"tasks.names={names} lists a task twice")
-        return names
+        return select_tasks(names, known, self.name)
 
     def _build_real(self) -> None:
         refs = [hub.Ref(self.datasets[t], f"tasks.datasets.{t}", "dataset") for t in self.tasks]
@@ -262,7 +257,7 @@ class CLIPSuite(ModelSuite):
         from transformers import AutoTokenizer, CLIPModel, CLIPVisionModel
 
         pre = paths[self.pretrained_id]
-        with hub.quiet():
+        with quiet_hf():
             try:
                 clip = CLIPModel.from_pretrained(str(pre))
                 tokenizer = AutoTokenizer.from_pretrained(str(pre))
@@ -282,7 +277,7 @@ class CLIPSuite(ModelSuite):
         tv = {n: torch.zeros((len(self.tasks), *p.shape), dtype=p.dtype) for n, p in self._theta0.items()}
         for i, t in enumerate(self.tasks):
             spec = self.finetuned_id.replace("{task}", t)
-            with hub.quiet():
+            with quiet_hf():
                 try:
                     ft, info = CLIPVisionModel.from_pretrained(str(paths[spec]), output_loading_info=True)
                 except (OSError, ValueError, RuntimeError) as e:
@@ -363,7 +358,7 @@ class CLIPSuite(ModelSuite):
                              or paths[ref.spec] / files[0])
         elif not spec.startswith("local-dir:") and self.open_clip_pretrained:
             pretrained = str(Path(self.open_clip_pretrained).expanduser())
-        with hub.quiet():
+        with quiet_hf():
             try:
                 model = open_clip.create_model(spec, pretrained=pretrained, weights_only=True)
                 tokenizer = open_clip.get_tokenizer(spec)
@@ -462,7 +457,7 @@ class CLIPSuite(ModelSuite):
                     name = f"local-dir:{name}"
                 elif not name.startswith("local-dir:") and open_clip.get_model_config(name) is None:
                     raise BenchError(unknown_choice("open_clip model", name, open_clip.list_models()))
-                with hub.quiet():
+                with quiet_hf():
                     model = open_clip.create_model(name, pretrained=None)
                 self.backbone, self.projection = model.visual, torch.nn.Identity()
                 size = open_clip.get_model_preprocess_cfg(model).get("size", 224)
@@ -500,10 +495,8 @@ class CLIPSuite(ModelSuite):
             return self.prepare(raw, self.device)
         return super().train_batch(task, batch_size, generator)
 
-    def to(self, device):
-        super().to(device)
-        self.projection.to(device)
-        return self
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return [self.backbone, self.projection, self.heads]
 
     # ---- data -----------------------------------------------------------------------------------
     def split_sizes(self, task: str) -> dict[str, int]:

@@ -33,9 +33,9 @@ import torch
 from bench.merge import Params, check_compatible
 from bench.registry import SUITES, BenchError, unknown_choice
 from tasks import hub
-from tasks.base import ModelSuite
+from tasks.base import ModelSuite, select_tasks
 from tasks.cache import cache_root, cached_build
-from tasks.models import backbone_params, gpt2_features, trim_padding
+from tasks.models import backbone_params, gpt2_features, quiet_hf, trim_padding
 
 TASKS = ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2"]
 DATASETS = {t: f"nyu-mll/glue:{t}" for t in TASKS}
@@ -71,6 +71,8 @@ class GPT2GLUE(ModelSuite):
     name = "gpt2-glue"
     version = "1"
     objective = "accuracy"
+    modality = "text"
+    train_batch_size = 8           # sentences per task per step (the PWE-MoE authors')
 
     def __init__(self, names: list[str] = TASKS,
                  weights: Literal["real", "random"] = "real",
@@ -87,14 +89,7 @@ class GPT2GLUE(ModelSuite):
             max_length, synthetic_size, synthetic_seq_len, seed
         self.random_weights = weights == "random"
         known = [t for t in self.datasets if t in SPLIT_SIZES] if self.random_weights else list(self.datasets)
-        names = list(names)
-        if not names:
-            raise BenchError(f"tasks.names is empty; valid choices: {', '.join(known)}")
-        for t in names:
-            if t not in known:
-                raise BenchError(unknown_choice("task", t, known))
-        if len(set(names)) != len(names):
-            raise BenchError(f"tasks.names={names} lists a task twice")
+        names = select_tasks(list(names), known, self.name)
         if max_length < 2:
             raise BenchError(f"tasks.max_length={max_length} must be ≥ 2")
         if synthetic_size is not None and synthetic_size < 1:
@@ -122,7 +117,7 @@ class GPT2GLUE(ModelSuite):
         paths = hub.resolve(refs)            # every id at once: one error naming all missing ids
         self.revisions = {r.spec: hub.fingerprint(paths[r.spec]) for r in refs if hub.local_path(r.id) is None}
         pre = paths[self.pretrained_id]
-        with hub.quiet():
+        with quiet_hf():
             try:
                 self.backbone = GPT2Model.from_pretrained(str(pre))
                 self.tokenizer = AutoTokenizer.from_pretrained(str(pre))
@@ -139,7 +134,7 @@ class GPT2GLUE(ModelSuite):
         for i, t in enumerate(self.tasks):
             spec = self.finetuned_id.replace("{task}", t)
             what = f"fine-tuned model {spec!r} ({t})"
-            with hub.quiet():
+            with quiet_hf():
                 try:
                     ft, info = GPT2ForSequenceClassification.from_pretrained(str(paths[spec]), output_loading_info=True)
                 except (OSError, ValueError, RuntimeError) as e:

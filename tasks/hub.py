@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from bench.registry import BenchError
+from tasks.models import quiet_hf
 
 MODEL_FILES = ("*.json", "*.txt", "*.model", "*.safetensors")   # configs, tokenizers, weights
 MODEL_FILES_BIN = ("*.json", "*.txt", "*.model", "pytorch_model*.bin")   # repos without safetensors
@@ -232,37 +233,13 @@ def digest(obj) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence transformers/datasets info logs and per-file progress bars while loading."""
-    import datasets
-    import transformers
-
-    tl, dl = transformers.utils.logging, datasets.utils.logging
-    verbosity, dverbosity = tl.get_verbosity(), dl.get_verbosity()
-    bars, dbars = tl.is_progress_bar_enabled(), not datasets.utils.are_progress_bars_disabled()
-    tl.set_verbosity_error()
-    dl.set_verbosity_error()
-    tl.disable_progress_bar()
-    datasets.utils.disable_progress_bars()
-    try:
-        yield
-    finally:
-        tl.set_verbosity(verbosity)
-        dl.set_verbosity(dverbosity)
-        if bars:
-            tl.enable_progress_bar()
-        if dbars:
-            datasets.utils.enable_progress_bars()
-
-
 # ---- datasets --------------------------------------------------------------------------------
 def load_dataset_dict(path: Path, config: str | None, what: str):
     """A `datasets.DatasetDict` from a `save_to_disk` folder or a (downloaded) dataset repository."""
     import datasets
 
     path = Path(path)
-    with quiet():
+    with quiet_hf():
         try:
             if (path / "dataset_dict.json").exists():
                 dd = datasets.load_from_disk(str(path))

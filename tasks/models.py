@@ -5,6 +5,9 @@ copies. Module names are the transformers ones (`encoder.layers.N.mlp.fc1`, `h.N
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from torch.func import functional_call
 
@@ -36,3 +39,28 @@ def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def backbone_params(backbone: torch.nn.Module) -> Params:
     """The merge-able parameters of a backbone: every parameter, detached, as a flat dict."""
     return {n: p.detach().clone() for n, p in backbone.named_parameters()}
+
+
+@contextlib.contextmanager
+def quiet_hf() -> Iterator[None]:
+    """Silence transformers' and datasets' info logs and per-file progress bars (loading, saving,
+    building): the one place that does; the harness prints its own progress."""
+    import datasets
+    import transformers
+
+    tl, dl = transformers.utils.logging, datasets.utils.logging
+    verbosity, dverbosity = tl.get_verbosity(), dl.get_verbosity()
+    bars, dbars = tl.is_progress_bar_enabled(), not datasets.utils.are_progress_bars_disabled()
+    tl.set_verbosity_error()
+    dl.set_verbosity_error()
+    tl.disable_progress_bar()
+    datasets.utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        tl.set_verbosity(verbosity)
+        dl.set_verbosity(dverbosity)
+        if bars:
+            tl.enable_progress_bar()
+        if dbars:
+            datasets.utils.enable_progress_bars()

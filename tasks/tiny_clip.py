@@ -57,11 +57,11 @@ from tqdm.auto import tqdm
 from bench.evaluator import Evaluator
 from bench.merge import Params, stack_task_vectors
 from bench.registry import SUITES, BenchError, unknown_choice
-from tasks.base import SPLITS, ModelSuite
+from tasks.base import SPLITS, ModelSuite, select_tasks
 from tasks.cache import cache_root, cached_build, manifest_info
 from tasks.images import TASKS, generate
 from tasks.quality import format_bars, pair_line, quality_bars
-from tasks.models import backbone_params, clip_vision_features
+from tasks.models import backbone_params, clip_vision_features, quiet_hf
 
 TASK_NAMES = list(TASKS)
 MODEL = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=64, num_hidden_layers=4,
@@ -108,22 +108,6 @@ def heldout_classes(seed: int) -> dict[str, list[int]]:
     return out
 
 
-@contextlib.contextmanager
-def quiet_transformers():
-    """Silence transformers' info logs and its per-file progress bars (loading, writing shards)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def _schedule(step: int, steps: int, warmup_frac: float = 0.05) -> float:
     """Linear warm-up then cosine decay to 0 (a factor on the peak learning rate)."""
     warm = max(1, int(warmup_frac * steps))
@@ -138,19 +122,13 @@ class TinyClip(ModelSuite):
     name = "tiny-clip"
     version = "1"
     objective = "accuracy"
+    modality = "image"
+    train_batch_size = 16
 
     def __init__(self, names: list[str] | None = None, seed: int = 0, cache_dir: str | None = None,
                  train_size: int = 2500, val_size: int = 200, test_size: int = 500,
                  pretrain_steps: int = 800, finetune_steps: int = 350, build_workers: int = 2):
-        names = list(TASK_NAMES if names is None else names)
-        if not names:
-            raise BenchError(f"tasks.names is empty; valid choices: {', '.join(TASK_NAMES)}")
-        for n in names:
-            if n not in TASKS:
-                raise BenchError(unknown_choice("tiny-clip task", n, TASK_NAMES))
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
-            raise BenchError(f"tasks.names lists {dup!r} twice; valid choices: {', '.join(TASK_NAMES)}")
+        names = select_tasks(names, TASK_NAMES, self.name)
         sizes = dict(train_size=train_size, val_size=val_size, test_size=test_size,
                      pretrain_steps=pretrain_steps, finetune_steps=finetune_steps)
         for k, v in sizes.items():
@@ -197,7 +175,7 @@ class TinyClip(ModelSuite):
         meta = json.loads((path / "meta.json").read_text())
         self.classes = {t: meta["classes"][t] for t in self.tasks}
         self.heldout = {t: meta["heldout"][t] for t in self.tasks}
-        with quiet_transformers():
+        with quiet_hf():
             self.backbone = CLIPVisionModel.from_pretrained(path / "theta0").eval().requires_grad_(False)
             finetuned = [backbone_params(CLIPVisionModel.from_pretrained(path / "finetuned" / t)) for t in self.tasks]
         self._theta0 = backbone_params(self.backbone)
@@ -235,7 +213,7 @@ class TinyClip(ModelSuite):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with quiet_transformers():
+            with quiet_hf():
                 heldout, bars = run_workers(out, self.seed, self.sizes, self.build_workers, timings)
         finally:
             torch.set_num_threads(threads)
@@ -353,7 +331,7 @@ def work_share(out: Path, seed: int, sizes: dict, *, parent: int | None = None, 
 def _worker_main() -> None:
     torch.set_num_threads(1)
     out, seed, sizes, parent = sys.argv[1:5]
-    with quiet_transformers():
+    with quiet_hf():
         lines = work_share(Path(out), int(seed), json.loads(sizes), parent=int(parent))
     print(json.dumps({"lines": lines, "cpu_s": round(time.process_time(), 2)}))
 

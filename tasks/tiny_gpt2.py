@@ -56,9 +56,9 @@ from tqdm.auto import tqdm
 
 from bench.merge import Params, stack_task_vectors
 from bench.registry import SUITES, BenchError, unknown_choice
-from tasks.base import SPLITS, ModelSuite
+from tasks.base import SPLITS, ModelSuite, select_tasks
 from tasks.cache import cache_root, cached_build, manifest_info
-from tasks.models import backbone_params, gpt2_features, trim_padding
+from tasks.models import backbone_params, gpt2_features, quiet_hf, trim_padding
 from tasks.quality import format_bars, pair_line, quality_bars
 from tasks.text import ANSWER_WORDS, MAX_WORDS, TASKS, build_tokenizer, encode, generate_splits
 
@@ -95,19 +95,13 @@ class TinyGPT2(ModelSuite):
     name = "tiny-gpt2"
     version = "2"   # 1: an unreleased draft (six tasks, heads trained per task)
     objective = "accuracy"
+    modality = "text"
+    train_batch_size = 8
 
     def __init__(self, names: list[str] | None = None, seed: int = 0, cache_dir: str | None = None,
                  train_size: int = 4000, val_size: int = 200, test_size: int = 500,
                  pretrain_steps: int = 400, finetune_steps: int = 300):
-        names = list(TASK_NAMES if names is None else names)
-        if not names:
-            raise BenchError(f"tasks.names is empty; valid choices: {', '.join(TASK_NAMES)}")
-        for n in names:
-            if n not in TASKS:
-                raise BenchError(unknown_choice("tiny-gpt2 task", n, TASK_NAMES))
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
-            raise BenchError(f"tasks.names lists {dup!r} twice; valid choices: {', '.join(TASK_NAMES)}")
+        names = select_tasks(names, TASK_NAMES, self.name)
         sizes = dict(train_size=train_size, val_size=val_size, test_size=test_size,
                      pretrain_steps=pretrain_steps, finetune_steps=finetune_steps)
         for k, v in sizes.items():
@@ -164,6 +158,9 @@ class TinyGPT2(ModelSuite):
                                     for k, c in (("input_ids", "input_ids"), ("attention_mask", "attention_mask"),
                                                  ("labels", "label"))}
                                 for s in SPLITS}
+            for s in ("val", "test"):    # evaluation order: by length, so trimmed batches carry little padding
+                order = torch.argsort(self._data[task][s]["attention_mask"].sum(dim=1), stable=True)
+                self._data[task][s] = {k: v[order] for k, v in self._data[task][s].items()}
         self.info = manifest_info(path) if (path / "MANIFEST.json").is_file() else {}
 
     # ---- what the Evaluator and trainers call --------------------------------------------------
@@ -179,27 +176,6 @@ class TinyGPT2(ModelSuite):
 
 
 # ---- the build ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def quiet_hf():
-    """Silence the per-file progress bars and notices of transformers and datasets (ours remain)."""
-    import datasets
-    import transformers
-
-    ds_bars, tf_bars = datasets.is_progress_bar_enabled(), transformers.utils.logging.is_progress_bar_enabled()
-    verbosity = transformers.logging.get_verbosity()
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        if ds_bars:
-            datasets.enable_progress_bars()
-        if tf_bars:
-            transformers.utils.logging.enable_progress_bar()
-        transformers.logging.set_verbosity(verbosity)
-
-
 @contextlib.contextmanager
 def torch_threads(n: int):
     """Run the block with `n` intra-op threads (restored after). Training always runs on one thread,

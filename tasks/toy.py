@@ -11,29 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pymoo.util.ref_dirs import get_reference_directions
 from scipy.optimize import nnls
 
+from bench.rays import simplex_grid
 from bench.registry import SUITES, BenchError
 from tasks.base import Suite
 
 MAX_TASKS = 8
-
-
-def simplex_grid(num_tasks: int, max_points: int) -> np.ndarray:
-    """The densest das-dennis grid on Δ^{T−1} with at most `max_points` points (pymoo)."""
-    if num_tasks == 1:
-        return np.ones((1, 1))
-    p = 1
-    while _n_das_dennis(num_tasks, p + 1) <= max_points:
-        p += 1
-    return get_reference_directions("das-dennis", num_tasks, n_partitions=p)
-
-
-def _n_das_dennis(T: int, p: int) -> int:
-    from math import comb
-
-    return comb(p + T - 1, T - 1)
 
 
 @SUITES.register("toy-quadratic", "analytic quadratic losses, closed-form Pareto front (T = 2..8)")
@@ -41,7 +25,7 @@ class ToyQuadratic(Suite):
     name = "toy-quadratic"
     version = "1"
     objective = "loss"
-    analytic = True
+    modality = "analytic"
 
     def __init__(self, num_tasks: int = 2, dim: int = 10, seed: int = 0, condition: float = 10.0,
                  front_points: int = 2000):

@@ -25,7 +25,7 @@ from methods import epo_solver
 from methods.epo import combine, gram, per_task_grads
 from methods.epo_solver import adjustments, epo_weights, non_uniformity
 from methods.ray_training import init_trainable, merged_params, resolve_rays
-from tasks.toy import simplex_grid
+from bench.rays import simplex_grid
 
 
 def run_record(out, *overrides) -> dict:

@@ -35,6 +35,8 @@ class FakeSuite(ModelSuite):
         g = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         self.kind, self.name = kind, f"fake-{kind}"
+        self.modality = "image" if kind == "clip" else "text"
+        self.train_batch_size = 16 if kind == "clip" else 8
         if kind == "clip":
             self.backbone = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                                              num_attention_heads=2, image_size=16, patch_size=8))
@@ -204,9 +206,7 @@ def test_gradients_reach_only_the_routers(scalarizer):
         p.requires_grad_(True)                                             # even trainable-looking heads stay untouched
     gen = torch.Generator().manual_seed(0)
     batches = [suite.train_batch(t, 8, gen) for t in suite.tasks]
-    from methods.pwe_moe.trainer import frozen
-
-    with frozen(suite):
+    with suite.frozen():
         router_step(suite, plan, routers, torch.tensor([0.4, 0.6]), batches, scalarizer)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in routers.parameters())
     for t in list(suite.theta0().values()) + list(suite.task_vectors().values()):

@@ -15,7 +15,7 @@ Fusion", 2024 (https://arxiv.org/abs/2406.09770); the authors' code is FusionBen
    `ls`: descend Σ_i r_i L_i. `epo`: per-task gradients G over the router parameters (one backward
    per task, each through its own task's graph only), C = G Gᵀ, α from the EPO LP
    (`methods.epo_solver.epo_weights`), descend Σ_i α_i G_i. Adam(lr), cosine decay to 0.1·lr.
-3. Evaluate: for each ray of `methods.rays.ray_grid` (11 rays for 2 tasks, 66 for 3), unload to a
+3. Evaluate: for each ray of `bench.rays.ray_grid` (11 rays for 2 tasks, 66 for 3), unload to a
    dense parameter dict and score it on test with the Evaluator.
 
 Defaults: `steps=300` (the authors' scripts use 2000–4000 steps on ViT-B/32; 300 suffices for the
@@ -26,7 +26,6 @@ which `python -m bench export` reads back; it never retrains.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import time
@@ -43,19 +42,11 @@ from bench.registry import METHODS, BenchError
 from methods.base import Method
 from methods.pwe_moe.router import Routers
 from methods.pwe_moe.upscale import MergePlan, check_groups, module_groups
-from methods.rays import ray_grid
+from bench.rays import ray_grid
 
 STATE_FORMAT = "paretobench.pwe_moe/1"
 ROUTER_FILE = "routers.pt"
 LR_FLOOR = 0.1                 # cosine decay to 0.1 × lr (the authors' eta_min)
-
-
-def default_batch_size(suite) -> int:
-    """16 images or 8 sentences per task per step (the authors' settings); 1 for analytic suites."""
-    if suite.analytic:
-        return 1
-    keys = suite.eval_data(suite.tasks[0], "train").keys()
-    return 8 if "input_ids" in keys else 16
 
 
 def build_plan(suite, upscale: str, init_lambda: float) -> MergePlan:
@@ -68,20 +59,6 @@ def build_plan(suite, upscale: str, init_lambda: float) -> MergePlan:
 def seeds(seed: int) -> tuple[int, int, int]:
     """Independent streams: router init, preference sampling, batch sampling."""
     return tuple(int(s.generate_state(1, dtype=np.uint64)[0] >> 1) for s in np.random.SeedSequence(int(seed)).spawn(3))
-
-
-@contextlib.contextmanager
-def frozen(suite):
-    """The suite's modules do not require grad while routers train (restored afterwards)."""
-    modules = [m for m in (getattr(suite, "backbone", None), getattr(suite, "heads", None)) if m is not None]
-    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
-    for p, _ in saved:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
 
 
 def router_step(suite, plan: MergePlan, routers: Routers, ray: torch.Tensor, batches: list,
@@ -128,7 +105,7 @@ def train_routers(suite, plan: MergePlan, routers: Routers, *, scalarizer: str, 
     hist_losses, hist_mu, fallbacks, descent = [], [], 0, 0
     bar = tqdm(range(steps), desc=f"pwe_moe_{scalarizer} routers", leave=False, disable=None if progress else True,
                dynamic_ncols=True, mininterval=1.0)
-    with frozen(suite):
+    with suite.frozen():
         for step in bar:
             ray = torch.as_tensor(rng.dirichlet([dirichlet_alpha] * T), dtype=torch.float32, device=suite.device)
             batches = [suite.train_batch(t, batch_size, gen) for t in suite.tasks]
@@ -244,7 +221,7 @@ class PWEMoE(Method):
         routers = Routers(plan.num_modules, T, init_lambda=self.init_lambda,
                           generator=torch.Generator().manual_seed(seeds(seed)[0])).to(suite.device)
         n_params = routers.num_trainable()
-        batch_size = self.batch_size or default_batch_size(suite)
+        batch_size = self.batch_size or suite.train_batch_size
         t0 = time.perf_counter()
         facts = train_routers(suite, plan, routers, scalarizer=self.scalarizer, steps=self.steps, lr=self.lr,
                               batch_size=batch_size, dirichlet_alpha=self.dirichlet_alpha, seed=seed,

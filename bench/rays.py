@@ -1,7 +1,9 @@
-"""Preference rays on the simplex Δ^{T−1}: evaluation grids and validation of user input.
+"""Points on the simplex Δ^{T−1}: preference-ray grids, front sampling grids, validation of user input.
 
     >>> ray_grid(2, partitions=10).shape
     (11, 2)
+    >>> simplex_grid(3, max_points=20).shape        # the densest das-dennis grid within 20 points
+    (15, 3)
     >>> validate_preference([0.3, 0.7], 2)
     array([0.3, 0.7])
 """
@@ -13,6 +15,23 @@ import numpy as np
 from pymoo.util.ref_dirs import get_reference_directions
 
 from bench.registry import BenchError
+
+
+def n_das_dennis(num_tasks: int, partitions: int) -> int:
+    """Points of the das-dennis grid: C(p + T − 1, T − 1)."""
+    from math import comb
+
+    return comb(partitions + num_tasks - 1, num_tasks - 1)
+
+
+def simplex_grid(num_tasks: int, max_points: int) -> np.ndarray:
+    """The densest das-dennis grid on Δ^{T−1} with at most `max_points` points (pymoo)."""
+    if num_tasks == 1:
+        return np.ones((1, 1))
+    p = 1
+    while n_das_dennis(num_tasks, p + 1) <= max_points:
+        p += 1
+    return get_reference_directions("das-dennis", num_tasks, n_partitions=p)
 
 
 def ray_grid(num_tasks: int, partitions: int = 10, max_rays: int = 66) -> np.ndarray:
