@@ -47,11 +47,9 @@ from bench.registry import BenchError, unknown_choice
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BASELINES = PROJECT_ROOT / "results" / "baselines"
-DEFAULTS = {"only": None, "baselines": None, "update": False, "into": None, "seeds": None}
 TOL_ANALYTIC = {"abs": 1e-9, "rel": 1e-6}
 TOL_TRAINED = {"abs": 5e-3, "rel": 1e-3}
 EXACT = {"abs": 0.0, "rel": 0.0}
-INDICATOR_KEYS = ("hv", "hv_normalized", "gd", "igd", "igd_plus", "n_points", "n_nondominated")
 COST_KEYS = ("evaluations", "train_steps", "trainable_params")
 
 
@@ -100,9 +98,10 @@ def check_overrides(name: str, overrides: list[str]) -> None:
 
 
 # ---- running ---------------------------------------------------------------------------------
-def run_baseline(name: str, overrides: list[str]) -> dict:
-    """Run one baseline config into a temporary results root; returns the record."""
-    from bench.cli import compose
+def run_baseline(name: str, overrides: list[str]):
+    """Run one baseline config into a temporary results root; returns its RunRecord."""
+    from bench.config import compose
+    from bench.record import RunRecord
     from bench.run import run
 
     check_overrides(name, overrides)
@@ -111,35 +110,39 @@ def run_baseline(name: str, overrides: list[str]) -> dict:
         cfg = compose([*overrides, *extra, f"out={root}", f"run_id=baseline-{name}"])
         with contextlib.redirect_stdout(io.StringIO()):
             path = run(cfg)
-        return json.loads(Path(path).read_text())
+        return RunRecord.from_json(Path(path).read_text(), path=Path(path))
 
 
-def entries_of(record: dict) -> dict[str, Any]:
-    """The checked values of a record, flat `section.key` names."""
+def entries_of(record) -> dict[str, Any]:
+    """The checked values of a record, flat `section.key` names. Indicators the record does not
+    store (IGD-type against a pooled front) are computed against the front of this record alone,
+    the pooled reference of a results root that holds only it."""
     import numpy as np
 
-    from bench.record import record_F
+    from bench import indicators
 
-    out: dict[str, Any] = {"suite_key": record["suite_key"]}
-    ind, cost = record.get("indicators", {}), record.get("cost", {})
-    out.update({f"indicators.{k}": ind.get(k) for k in INDICATOR_KEYS if k in ind})
-    out.update({f"cost.{k}": cost.get(k) for k in COST_KEYS if k in cost})
-    obj = record["objective"]
-    refs = record.get("references", {})
+    out: dict[str, Any] = {"suite_key": record.suite_key}
+    ctx = indicators.Context(record.F_included, record.ref_point, pf=indicators.reference_front([record]).pf)
+    pooled = indicators.compute(ctx, [n for n in indicators.INDICATORS.names() if n not in record.indicators])
+    ind = {**record.indicators, **pooled}
+    out.update({f"indicators.{k}": ind.get(k) for k in indicators.INDICATORS.names()
+                if k in ind and indicators.INDICATORS.get(k).kind != "str"})
+    out.update({f"cost.{k}": record.cost.get(k) for k in COST_KEYS if k in record.cost})
+    obj = record.objective
     for kind in ("pretrained", "finetuned"):
-        for t, m in refs.get(kind, {}).items():
+        for t, m in record.references.get(kind, {}).items():
             out[f"references.{kind}.{t}.{obj}"] = m.get(obj)
-    F = record_F(record)
-    for j, t in enumerate(record["tasks"]):
+    F = record.F_included
+    for j, t in enumerate(record.tasks):
         col = F[:, j][np.isfinite(F[:, j])] if len(F) else F[:0, 0]
         out[f"front.mean_{obj if obj == 'loss' else 'error'}.{t}"] = float(col.mean()) if len(col) else None
     return out
 
 
-def default_tolerance(record: dict, value: Any) -> dict[str, float]:
+def default_tolerance(record, value: Any) -> dict[str, float]:
     if value is None or isinstance(value, (str, bool, int)):
         return dict(EXACT)
-    return dict(TOL_ANALYTIC if record.get("igd_ref", {}).get("kind") == "analytic" else TOL_TRAINED)
+    return dict(TOL_ANALYTIC if record.analytic else TOL_TRAINED)
 
 
 # ---- comparing -------------------------------------------------------------------------------
@@ -198,17 +201,17 @@ def format_drift(name: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def updated(baseline: dict, record: dict, got: dict[str, Any]) -> dict:
+def updated(baseline: dict, record, got: dict[str, Any]) -> dict:
     """The baseline with every entry's expected value replaced by `got` (tolerances kept)."""
     old = baseline.get("entries") or {}
     entries = {}
     for key, value in got.items():
         tol = {k: old[key][k] for k in ("abs", "rel") if key in old and k in old[key]} or default_tolerance(record, value)
         entries[key] = {"expected": value, **tol}
-    env = record.get("env", {})
+    env = record.env
     prov = {"updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            **{k: env.get(k) for k in ("git", "python", "torch", "pymoo", "device")},
-            "suite_version": record.get("suite_version")}
+            **{k: env.get(k) for k in ("git", "python", "torch", "pymoo", "device", "cpu_isa")},
+            "suite_version": record.suite_version}
     return {"description": baseline.get("description", ""), "overrides": baseline["overrides"],
             "entries": entries, "provenance": prov}
 
@@ -257,17 +260,8 @@ def run_into(baselines: dict[str, dict], into: str, seeds: list[int] | None) -> 
     return 0
 
 
-def cmd_check(argv: list[str]) -> int:
-    from bench.cli import parse_kv
-
-    if any(a in ("-h", "--help") for a in argv):
-        print("usage: python -m bench check [--update] [only=NAME[,NAME]] [baselines=DIR] "
-              "[into=RESULTS_ROOT [seeds=[0,1,2]]]\n\nexamples:\n"
-              + "\n".join(l for l in __doc__.splitlines() if l.startswith("    python")))
-        return 0
-    opts = parse_kv([a for a in argv if a != "--update"], DEFAULTS)
-    update = "--update" in argv or bool(opts["update"])
-    only = opts["only"]
+def cmd_check(opts: dict) -> int:
+    update, only = bool(opts["update"]), opts["only"]
     if isinstance(only, str):
         only = [s.strip() for s in only.split(",") if s.strip()]
     elif only is not None:

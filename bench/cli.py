@@ -1,36 +1,113 @@
 """Command line: `python -m bench <command> [key=value ...]`.
 
     python -m bench run method=ta_grid tasks=toy-quadratic            # one run → record.json
-    python -m bench run -m method=ta_grid,ls tasks=toy-quadratic       # Hydra multirun sweep
     python -m bench ls                                                # methods and suites
-    python -m bench table [tasks=SUITE] [format=md|latex|csv]          # leaderboard
-    python -m bench plot [tasks=SUITE] [figures=DIR]                  # fronts, HV vs cost
-    python -m bench check [--update]                                  # regression vs results/baselines
-    python -m bench export method=pwe_moe_ls tasks=tiny-clip preference=[0.3,0.7] out=DIR
 
-Errors in what was asked (unknown names, bad values, unwritable paths) print one line on stderr
-and exit 2, without a traceback.
+Each command is described once, in `COMMANDS` (what it does, its options with defaults and help,
+runnable examples); its `--help` text and its argument parsing are generated from that
+description, and its module is imported only when it runs, so `bench ls` and `--help` answer
+without loading torch. Errors in what was asked (unknown names, bad values, unwritable paths) print
+one line on stderr and exit 2, without a traceback.
 """
 from __future__ import annotations
 
 import importlib
 import sys
-from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from bench.registry import BenchError, unknown_choice
 
-CONF = Path(__file__).parent / "conf"
 
-# name → (module:function, one-line help). Each function takes the remaining argv, returns an exit code.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("bench.cli:cmd_run", "run one method on one suite and write a record (Hydra overrides, -m sweeps)"),
-    "ls": ("bench.cli:cmd_ls", "list registered methods and suites"),
-    "table": ("bench.report:cmd_table", "paper-style leaderboard from the records under out="),
-    "plot": ("bench.plots:cmd_plot", "fronts of every method on a suite, and HV against cost (PNG, PDF)"),
-    "check": ("bench.check:cmd_check", "re-run results/baselines and exit 1 on drift (--update rewrites them)"),
-    "export": ("bench.export:cmd_export", "write the merged model of a run for one preference (save_pretrained)"),
-}
+@dataclass(frozen=True)
+class Option:
+    default: Any
+    help: str
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    target: str                    # "module:function"; gets the parsed options (or argv, when raw)
+    summary: str
+    examples: tuple[str, ...]
+    options: dict[str, Option] = field(default_factory=dict)
+    flags: dict[str, str] = field(default_factory=dict)     # --flag → help
+    raw: bool = False              # the handler parses argv itself (Hydra overrides)
+    usage: str = ""                # raw commands: their argument summary
+
+    def help(self) -> str:
+        args = self.usage or " ".join([*(f"[{f}]" for f in self.flags), *(f"[{k}=...]" for k in self.options)])
+        lines = [f"usage: python -m bench {self.name} {args}".rstrip(), "", self.summary]
+        if self.options or self.flags:
+            lines += ["", "options:"]
+            lines += [f"  {f:<22} {h}" for f, h in self.flags.items()]
+            lines += [f"  {k + '=' + _show(o.default):<22} {o.help}" for k, o in self.options.items()]
+        if self.name == "run":
+            lines += ["", _run_settings()]
+        lines += ["", "examples:", *(f"  {e}" for e in self.examples)]
+        return "\n".join(lines)
+
+    def parse(self, argv: list[str]) -> dict[str, Any]:
+        """key=value arguments (OmegaConf values: lists, numbers, null) and flags → options."""
+        from omegaconf import OmegaConf
+
+        out = {k: o.default for k, o in self.options.items()}
+        out.update({f.lstrip("-"): False for f in self.flags})
+        for a in argv:
+            if a in self.flags:
+                out[a.lstrip("-")] = True
+                continue
+            key, eq, _ = a.partition("=")
+            if not eq:
+                raise BenchError(f"bad argument {a!r}: expected key=value; valid keys: {', '.join(self.options)}")
+            if key not in self.options:
+                raise BenchError(unknown_choice(f"option of `bench {self.name}`", key, list(self.options)))
+            try:
+                out.update(OmegaConf.to_container(OmegaConf.from_dotlist([a])))
+            except Exception:
+                raise BenchError(f"cannot read {a!r}; write key=value, e.g. {key}=[0,1]") from None
+        return out
+
+
+def _show(v: Any) -> str:
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+RESULTS = Option("results/runs", "results root that `bench run` wrote to")
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("run", "bench.cli:cmd_run", "Run one method on one suite and write its record (Hydra overrides; -m sweeps).",
+            ("python -m bench run                                   # the default: pwe_moe_ls on tiny-clip digits+dots",
+             "python -m bench run method=ta_grid tasks=toy-quadratic method.points=21",
+             "python -m bench run -m method=ta_grid,ls tasks=toy-quadratic seed=0,1"),
+            raw=True, usage="[-m] [method=NAME] [tasks=SUITE] [method.KEY=V] [tasks.KEY=V] [SETTING=V]"),
+    Command("ls", "bench.cli:cmd_ls", "List the registered methods and suites, or one entry's options with their defaults.",
+            ("python -m bench ls", "python -m bench ls name=ta_grid", "python -m bench ls name=tiny-clip"),
+            {"name": Option(None, "a method or suite: print its options, defaults and documentation")}),
+    Command("table", "bench.report:cmd_table", "Paper-style leaderboard from the records under out=.",
+            ("python -m bench table", "python -m bench table tasks=toy-quadratic format=latex",
+             "python -m bench table format=csv out=results/runs > leaderboard.csv"),
+            {"tasks": Option(None, "one suite (default: every suite with records)"),
+             "format": Option("md", "md | latex | csv"), "out": RESULTS}),
+    Command("plot", "bench.plots:cmd_plot", "Fronts of every method on a suite, and HV against cost (PNG, PDF).",
+            ("python -m bench plot", "python -m bench plot tasks=toy-quadratic figures=paper/figures"),
+            {"tasks": Option(None, "one suite (default: every suite with records)"),
+             "figures": Option(None, "output directory (default: <out>/figures)"), "out": RESULTS}),
+    Command("check", "bench.check:cmd_check", "Re-run results/baselines and exit 1 on drift (--update rewrites them).",
+            ("python -m bench check", "python -m bench check only=ta_grid-toy-quadratic-2t-grid",
+             "python -m bench check --update only=NAME",
+             "python -m bench check into=results/runs/leaderboard seeds=[0,1,2]"),
+            {"only": Option(None, "baseline names, comma-separated (default: all)"),
+             "baselines": Option(None, "directory of baselines (default: results/baselines)"),
+             "into": Option(None, "run the configs into this results root and keep the records (no comparison)"),
+             "seeds": Option(None, "with into=: seeds to run, e.g. [0,1,2]")},
+            {"--update": "rewrite the expected values (tolerances are kept)"}),
+    Command("export", "bench.export:cmd_export", "Write the merged model of a trained run at one preference (save_pretrained).",
+            ("python -m bench export method=pwe_moe_ls tasks=tiny-clip 'tasks.names=[digits,dots]' "
+             "preference=[0.3,0.7] out=exported/digits-dots",),
+            raw=True, usage="method=NAME tasks=SUITE [tasks.KEY=V] [method.KEY=V] [seed=N] preference=[r1,...,rT] "
+                            "out=DIR [runs=RESULTS_ROOT] [device=auto|cpu|cuda]"),
+)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,115 +115,73 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    cmd, rest = argv[0], argv[1:]
+    name, rest = argv[0], argv[1:]
     try:
-        if cmd not in COMMANDS:
-            raise BenchError(unknown_choice("command", cmd, sorted(COMMANDS)))
-        return int(_resolve(COMMANDS[cmd][0])(rest) or 0)
+        if name not in COMMANDS:
+            raise BenchError(unknown_choice("command", name, list(COMMANDS)))
+        cmd = COMMANDS[name]
+        if any(a in ("-h", "--help") for a in rest):
+            print(cmd.help())
+            return 0
+        module, fn = cmd.target.split(":")
+        handler = getattr(importlib.import_module(module), fn)
+        return int(handler(rest if cmd.raw else cmd.parse(rest)) or 0)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
 def usage() -> str:
-    lines = [__doc__.strip().splitlines()[0], "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "examples:"] + [l for l in __doc__.splitlines() if l.startswith("    python")]
+    lines = ["usage: python -m bench <command> [key=value ...]   (python -m bench <command> --help)", "", "commands:"]
+    lines += [f"  {c.name:<8} {c.summary}" for c in COMMANDS.values()]
+    lines += ["", "examples:"] + [f"  {c.examples[0]}" for c in COMMANDS.values()]
     return "\n".join(lines)
 
 
-def _resolve(target: str) -> Callable:
-    mod, fn = target.split(":")
-    return getattr(importlib.import_module(mod), fn)
+def _run_settings() -> str:
+    from bench.config import Settings, comments, defaults
+
+    docs = comments(Settings)
+    return "settings:\n" + "\n".join(f"  {k + '=' + _show(v):<22} {docs.get(k, '')}" for k, v in defaults(Settings).items())
 
 
-# ---------------------------------------------------------------------------------------------
-def group_choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
-
-
-def group_keys(group: str, name: str) -> list[str]:
-    from omegaconf import OmegaConf
-
-    return sorted(OmegaConf.load(CONF / group / f"{name}.yaml").keys())
-
-
-def prevalidate(overrides: list[str]) -> None:
-    """Check group names and option keys before Hydra sees them, so that a mistake gives one line
-    naming the bad value and the valid choices rather than Hydra's multi-line report."""
-    from omegaconf import OmegaConf
-
-    top = OmegaConf.load(CONF / "run.yaml")
-    defaults = {k: v for d in top.defaults if isinstance(d, dict) or hasattr(d, "items")
-                for k, v in dict(d).items() if k in ("method", "tasks")}
-    selected = {g: [defaults[g]] for g in ("method", "tasks")}
-    pairs = []
-    for o in overrides:
-        if o.startswith("-") or "=" not in o:
-            if o.startswith("-"):
-                continue
-            raise BenchError(f"bad argument {o!r}: expected key=value, e.g. method=ta_grid")
-        key, value = o.split("=", 1)
-        pairs.append((key.lstrip("+~"), value))
-    for key, value in pairs:
-        if key in ("method", "tasks"):
-            names = [v.strip() for v in value.split(",")]
-            for v in names:
-                if v not in group_choices(key):
-                    raise BenchError(unknown_choice("method" if key == "method" else "suite", v, group_choices(key)))
-            selected[key] = names
-    valid_top = [k for k in top.keys() if k not in ("defaults", "hydra")] + ["method", "tasks"]
-    for key, _ in pairs:
-        head, _, sub = key.partition(".")
-        if head == "hydra":
-            continue
-        if head not in valid_top:
-            raise BenchError(unknown_choice("override", key, sorted(valid_top)))
-        if head in ("method", "tasks") and sub:
-            opt = sub.split(".")[0]
-            for name in selected[head]:
-                keys = [k for k in group_keys(head, name) if k != "name"]
-                if opt not in keys:
-                    raise BenchError(unknown_choice(f"option for {head} {name!r}:", f"{head}.{opt}",
-                                                    [f"{head}.{k}" for k in keys]))
-
-
-# `python -m bench run` with no tasks override: the default suite (run.yaml) on two of its tasks
-DEFAULT_TASK_NAMES = "tasks.names=[digits,dots]"
-
-
-def with_default_tasks(argv: list[str]) -> list[str]:
-    if any(a.lstrip("+~").split("=")[0].split(".")[0] == "tasks" for a in argv if "=" in a):
-        return argv
-    return [DEFAULT_TASK_NAMES, *argv]
-
-
+# ---- run and ls -----------------------------------------------------------------------------------
 def cmd_run(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print("usage: python -m bench run [-m] [method=NAME] [tasks=SUITE] [method.KEY=V] [tasks.KEY=V] "
-              "[seed=N] [out=DIR] [device=auto|cpu|cuda]\n\nmethods: " + ", ".join(group_choices("method"))
-              + "\nsuites:  " + ", ".join(group_choices("tasks"))
-              + "\n\ndefault: method=pwe_moe_ls tasks=tiny-clip tasks.names=[digits,dots]"
-              + "\n\nexamples:\n  python -m bench run method=ta_grid tasks=toy-quadratic method.points=21\n"
-              "  python -m bench run -m method=ta_grid,ls tasks=toy-quadratic seed=0,1")
+    from bench import config
+
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    overrides = [a for a in argv if a not in ("-m", "--multirun")]
+    bad = next((a for a in overrides if a.startswith("-")), None)
+    if bad is not None:
+        raise BenchError(f"unknown flag {bad!r}; valid: -m (sweep), --help")
+    jobs = config.validate(overrides)          # every job checked before any runs: one line on the first mistake
+    from bench.run import run
+
+    if not multirun:
+        if len(jobs) != 1:
+            raise BenchError(f"{len(jobs)} runs asked for without -m; add -m to sweep")
+        run(jobs[0])
         return 0
-    argv = with_default_tasks(argv)
-    prevalidate(argv)
+    return hydra_multirun(overrides, run)
+
+
+def hydra_multirun(overrides: list[str], run) -> int:
+    """A Hydra multirun (its launcher: local, joblib, Slurm, Ray …) of `run` over `overrides`."""
     import hydra
+
+    from bench.config import CONF
 
     errors: list[BenchError] = []
 
     @hydra.main(config_path=str(CONF), config_name="run", version_base="1.3")
     def _task(cfg) -> None:
-        from bench.run import run
-
         try:
             run(cfg)
-        except BenchError as e:     # reported by main() as one line; a sweep goes on to its next job
+        except BenchError as e:     # reported as one line; a sweep goes on to its next job
             errors.append(e)
 
     saved = sys.argv
-    sys.argv = ["bench run", *argv]
+    sys.argv = ["bench run", "-m", *overrides]
     try:
         _task()
     finally:
@@ -156,40 +191,35 @@ def cmd_run(argv: list[str]) -> int:
     return 0
 
 
-def compose(overrides: list[str]):
-    """The resolved run config for `overrides` (Hydra's compose API), validated like `bench run`."""
-    from hydra import compose as _compose, initialize_config_dir
+def cmd_ls(opts: dict) -> int:
+    from bench.config import GROUPS, presets
 
-    overrides = with_default_tasks(list(overrides))
-    prevalidate(overrides)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return _compose(config_name="run", overrides=overrides)
-
-
-def cmd_ls(argv: list[str]) -> int:
-    import methods  # noqa: F401  (registration)
-    import tasks  # noqa: F401
-    from bench.registry import METHODS, SUITES
-
-    print("methods:")
-    for e in METHODS:
-        print(f"  {e.name:<14} {e.description}")
-    print("suites:")
-    for e in SUITES:
-        print(f"  {e.name:<14} {e.description}")
+    if opts["name"] is not None:
+        return _ls_entry(str(opts["name"]))
+    for title, group in (("methods", "method"), ("suites", "tasks")):
+        registry = GROUPS[group]
+        print(f"{title}:")
+        for n in registry.names():
+            print(f"  {n:<14} {registry.description(n)}")
+    print("presets (tasks=NAME):")
+    for name, base in presets("tasks").items():
+        print(f"  {name:<14} {base} with options of bench/conf/tasks/{name}.yaml")
     return 0
 
 
-def parse_kv(argv: list[str], defaults: dict) -> dict:
-    """`key=value` arguments of the non-run commands, checked against `defaults`' keys."""
-    from omegaconf import OmegaConf
+def _ls_entry(name: str) -> int:
+    from bench.config import GROUPS, comments, defaults
 
-    out = dict(defaults)
-    for a in argv:
-        if "=" not in a:
-            raise BenchError(f"bad argument {a!r}: expected key=value; valid keys: {', '.join(sorted(defaults))}")
-        key = a.split("=", 1)[0]
-        if key not in defaults:
-            raise BenchError(unknown_choice("option", key, sorted(defaults)))
-        out.update(OmegaConf.to_container(OmegaConf.from_dotlist([a])))
-    return out
+    group = next((g for g, r in GROUPS.items() if name in r), None)
+    if group is None:
+        raise BenchError(unknown_choice("method or suite", name, sorted(n for r in GROUPS.values() for n in r.names())))
+    entry = GROUPS[group].entry(name)
+    docs = comments(entry.obj)
+    print(f"{name}: {entry.description}")
+    paper = getattr(entry.obj, "paper", "")
+    if paper:
+        print(f"paper: {paper} {getattr(entry.obj, 'url', '')}".rstrip())
+    print(f"options ({group}.KEY=VALUE):")
+    for k, v in defaults(entry.obj, entry.defaults).items():
+        print(f"  {k + '=' + _show(v):<28} {docs.get(k, '')}".rstrip())
+    return 0

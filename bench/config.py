@@ -1,45 +1,119 @@
-"""Config validation at the edge: Hydra's dicts → typed constructor arguments.
+"""Configuration: one source for every default, validated once, at the edge.
+
+    >>> from bench.config import compose
+    >>> cfg = compose(["method=ta_grid", "tasks=toy-quadratic", "method.points=5"])
+    >>> cfg.method.points, cfg.method.mode, cfg.seed
+    (5, 'shared', 0)
+
+Every default comes from a signature: a method's or suite's typed constructor *is* its config
+schema, and the run's own settings are the fields of `Settings`. Hydra composes the run config
+(bench/conf/run.yaml wires the groups; `tasks/<preset>.yaml` files such as `default` extend a
+suite) from nodes generated here from those signatures and stored in Hydra's ConfigStore: no
+default is ever copied into a YAML file. `validate` checks a command line once, before Hydra runs
+anything (override grammar, method and suite names, option keys, then types and values of every
+job of a sweep), and turns every mistake into one line naming the bad value and the valid
+choices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import io
+import re
+import tokenize
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bench.registry import METHODS, SUITES, BenchError, Registry, unknown_choice
+
+CONF = Path(__file__).parent / "conf"
+GROUPS = {"method": METHODS, "tasks": SUITES}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run's own settings (top-level keys of `bench run`)."""
+
+    seed: int = 0                        # seeds the method (training, sampling); the suite has its own tasks.seed
+    out: str = "results/runs"            # results root: <out>/<suite>/<method>/<run-id>/record.json
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    eval_batch_size: int | None = None   # null: 1024 on CUDA, 64 on the CPU
+    threads: int | None = None           # torch intra-op threads; null: 1 for small models on the CPU, else the usable cores
+    run_id: str | None = None            # default: <time>-s<seed>-<random>
+
+    def __post_init__(self):
+        if self.seed < 0:
+            raise BenchError(f"seed={self.seed} must be ≥ 0")
+        if not str(self.out).strip():
+            raise BenchError("out= is empty; give a results directory, e.g. out=results/runs")
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise BenchError(unknown_choice("device", self.device, ["auto", "cpu", "cuda", "cuda:N"]))
+        for name in ("eval_batch_size", "threads"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise BenchError(f"{name}={v} must be ≥ 1 (or null for the default)")
+        if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.run_id):
+            raise BenchError(f"run_id={self.run_id!r} must be letters, digits, '.', '_' or '-' (it names a directory)")
+
+
+# ---- schemas -----------------------------------------------------------------------------------
+def schema(cls) -> dict[str, inspect.Parameter]:
+    """Constructor parameters with resolved annotations (a dataclass's fields, or `__init__`'s)."""
+    sig = inspect.signature(cls)
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else typing.get_type_hints(cls.__init__)
+    return {n: p.replace(annotation=hints.get(n, p.annotation)) for n, p in sig.parameters.items()
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def defaults(cls, bound: dict | None = None) -> dict[str, Any]:
+    """The constructor's defaults as plain values, minus the keyword arguments a registry entry binds."""
+    out = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+    for name, p in schema(cls).items():
+        if name in (bound or {}):
+            continue
+        f = fields.get(name)
+        if f is not None and f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            value = p.default
+        out[name] = _plain(list(value) if isinstance(value, tuple) else dict(value) if isinstance(value, dict) else value)
+    return out
+
+
+def comments(cls) -> dict[str, str]:
+    """Trailing `# comments` of a constructor's parameters or a dataclass's fields, from its source
+    (the option's one-line documentation for `bench ls NAME` and `bench run --help`)."""
+    try:
+        src = inspect.getsource(cls if dataclasses.is_dataclass(cls) else cls.__init__)
+    except (OSError, TypeError):
+        return {}
+    names, out, line_name = set(schema(cls)), {}, None
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.NEWLINE or tok.type == tokenize.NL:
+            line_name = None
+        elif tok.type == tokenize.NAME and line_name is None and tok.string in names and tok.start[1] > 0:
+            line_name = tok.string
+        elif tok.type == tokenize.COMMENT and line_name is not None and line_name not in out:
+            out[line_name] = tok.string.lstrip("#").strip()
+    return out
+
+
+# ---- coercion and building ---------------------------------------------------------------------
+def coerce_kwargs(cls, kwargs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Hydra's values → typed constructor arguments; unknown keys and wrong types are one line.
 
     >>> from typing import Literal
-    >>> from dataclasses import dataclass
     >>> @dataclass
     ... class M:
     ...     mode: Literal["a", "b"] = "a"
     ...     steps: int = 10
     >>> coerce_kwargs(M, {"steps": "20"}, "method.")
     {'steps': 20}
-
-A method's or suite's typed constructor *is* its config schema: unknown keys, wrong types and values
-outside a `Literal` are rejected with one line naming the bad value and the valid choices.
-"""
-from __future__ import annotations
-
-import inspect
-import types
-import typing
-from typing import Any, Literal
-
-from bench.registry import BenchError, Registry, unknown_choice
-
-
-def schema(cls) -> dict[str, inspect.Parameter]:
-    sig = inspect.signature(cls)
-    hints = typing.get_type_hints(cls.__init__) if not _is_dataclass(cls) else typing.get_type_hints(cls)
-    out = {}
-    for name, p in sig.parameters.items():
-        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-            continue
-        out[name] = p.replace(annotation=hints.get(name, p.annotation))
-    return out
-
-
-def _is_dataclass(cls) -> bool:
-    import dataclasses
-
-    return dataclasses.is_dataclass(cls)
-
-
-def coerce_kwargs(cls, kwargs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """
     params = schema(cls)
     out = {}
     for key, value in kwargs.items():
@@ -53,8 +127,7 @@ def _coerce(value: Any, ann: Any, name: str) -> Any:
     value = _plain(value)
     if ann is inspect.Parameter.empty or ann is Any:
         return value
-    origin = typing.get_origin(ann)
-    args = typing.get_args(ann)
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
     if origin is Literal:
         if value not in args:
             raise BenchError(unknown_choice(f"value for {name}:", value, [str(a) for a in args]))
@@ -76,6 +149,10 @@ def _coerce(value: Any, ann: Any, name: str) -> Any:
             raise BenchError(f"{name}={value!r} must be a list, e.g. {name}=[0.5,0.5]")
         inner = args[0] if args else Any
         return [_coerce(v, inner, name) for v in value]
+    if origin is dict or ann is dict:
+        if not isinstance(value, dict):
+            raise BenchError(f"{name}={value!r} must be a mapping, e.g. {name}.KEY=VALUE")
+        return value
     if ann is bool:
         if isinstance(value, bool):
             return value
@@ -85,8 +162,8 @@ def _coerce(value: Any, ann: Any, name: str) -> Any:
     if ann in (int, float, str):
         if ann is int and isinstance(value, float) and not value.is_integer():
             raise BenchError(f"{name}={value!r} must be an integer")
-        if ann in (int, float) and isinstance(value, bool):
-            raise BenchError(f"{name}={value!r} must be a number")
+        if ann in (int, float) and isinstance(value, bool) or value is None:
+            raise BenchError(f"{name}={value!r} must be {'a number' if ann is not str else 'a string'}")
         try:
             return ann(value)
         except (TypeError, ValueError):
@@ -95,13 +172,10 @@ def _coerce(value: Any, ann: Any, name: str) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-        if isinstance(value, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(value, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
     return value
 
 
@@ -113,3 +187,132 @@ def build_from_config(registry: Registry, cfg: dict[str, Any], group: str):
     entry = registry.entry(cfg.pop("name"))
     kwargs = coerce_kwargs(entry.obj, {**entry.defaults, **cfg}, f"{group}.")
     return entry.obj(**kwargs)
+
+
+def settings(cfg) -> Settings:
+    """The run's validated settings from a composed config."""
+    top = {k: v for k, v in _plain(cfg).items() if k not in GROUPS}
+    return Settings(**coerce_kwargs(Settings, top))
+
+
+# ---- Hydra: generated nodes, presets, validation -------------------------------------------------
+def presets(group: str) -> dict[str, str]:
+    """{preset: the registry entry it extends} for the YAML files in conf/<group>/ (e.g. tasks/default)."""
+    from omegaconf import OmegaConf
+
+    out = {}
+    for path in sorted((CONF / group).glob("*.yaml")):
+        base = [d for d in OmegaConf.load(path).get("defaults", []) if isinstance(d, str) and d != "_self_"]
+        out[path.stem] = base[0]
+    return out
+
+
+def default_choice(group: str) -> str:
+    from omegaconf import OmegaConf
+
+    for d in OmegaConf.load(CONF / "run.yaml").defaults:
+        if isinstance(d, (dict,)) or hasattr(d, "items"):
+            for k, v in dict(d).items():
+                if k == group:
+                    return str(v)
+    raise RuntimeError(f"run.yaml selects no {group}")
+
+
+def store(group: str, names: list[str]) -> None:
+    """Put the generated nodes of `names` (registry entries or presets) into Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="settings", node=defaults(Settings))
+    registry, extends = GROUPS[group], presets(group)
+    for name in names:
+        entry = registry.entry(extends.get(name, name))
+        cs.store(group=group, name=entry.name, node={"name": entry.name, **defaults(entry.obj, entry.defaults)})
+
+
+def parse(overrides: list[str]):
+    """Hydra's override objects, or one line quoting the override that does not parse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    out = []
+    for o in overrides:
+        try:
+            out.extend(parser.parse_overrides([o]))
+        except OverrideParseException as e:
+            why = str(e).splitlines()[0]
+            raise BenchError(f"cannot read the override {o!r} ({why}); write key=value, e.g. "
+                             f"'tasks.names=[digits,dots]' or method=ta_grid,map with -m") from None
+    return out
+
+
+def jobs(overrides: list[str]) -> list[list[str]]:
+    """The override list of every job the command line asks for (one, or each job of a sweep)."""
+    import itertools
+
+    axes = []
+    for o in parse(overrides):
+        key = o.get_key_element()
+        if o.is_sweep_override() and o.is_discrete_sweep():
+            values = list(o.sweep_string_iterator())
+            if o.value_type is not None and o.value_type.name == "GLOB" and o.key_or_group in GROUPS:
+                values = o.value().filter(GROUPS[o.key_or_group].names())
+            axes.append([f"{key}={v}" for v in values])
+        elif o.is_sweep_override():
+            axes.append([])                   # ranges and intervals: a sweeper plugin's business
+        else:
+            axes.append([f"{key}={o.get_value_element_as_str()}"])
+    return [list(job) for job in itertools.product(*[a for a in axes if a])]
+
+
+def check_keys(job: list[str]) -> dict[str, str]:
+    """Group choices and option keys of one job against the registries and `Settings`; returns
+    the chosen {group: name} (registering their nodes)."""
+    chosen = {g: default_choice(g) for g in GROUPS}
+    pairs = [(o.split("=", 1)[0].lstrip("+~"), o.split("=", 1)[1]) for o in job]
+    for key, value in pairs:
+        if key in GROUPS:
+            extends = presets(key)
+            if value not in extends:
+                GROUPS[key].check(value)
+            chosen[key] = value
+    for group, name in chosen.items():
+        store(group, [name])
+    top = sorted([*schema(Settings), *GROUPS])
+    for key, _ in pairs:
+        head, _, sub = key.partition(".")
+        if head == "hydra" or head.startswith("hydra/"):
+            continue
+        if head not in top:
+            raise BenchError(unknown_choice("setting", key, top))
+        if head in GROUPS and sub:
+            name = presets(head).get(chosen[head], chosen[head])
+            entry = GROUPS[head].entry(name)
+            keys = sorted(k for k in schema(entry.obj) if k not in entry.defaults)
+            opt = sub.split(".")[0]
+            if opt not in keys:
+                raise BenchError(unknown_choice(f"option for {head} {name!r}:", f"{head}.{opt}",
+                                                [f"{head}.{k}" for k in keys]))
+    return chosen
+
+
+def compose(overrides: list[str]):
+    """The resolved run config of one job, validated (keys before Hydra, types and values after)."""
+    from hydra import compose as _compose, initialize_config_dir
+
+    check_keys(overrides)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = _compose(config_name="run", overrides=list(overrides))
+    settings(cfg)
+    entry = SUITES.entry(cfg.tasks.name)          # building a suite loads it: types only, values when it runs
+    coerce_kwargs(entry.obj, {k: v for k, v in _plain(cfg.tasks).items() if k != "name"}, "tasks.")
+    build_from_config(METHODS, cfg.method, "method")   # a method is a small dataclass: its values too
+    return cfg
+
+
+def validate(overrides: list[str]) -> list:
+    """Every job's composed config (one for a plain run), or the first mistake as one line."""
+    for group in GROUPS:           # Hydra's multirun composes the defaults once before the jobs
+        store(group, [default_choice(group)])
+    return [compose(job) for job in jobs(overrides)]

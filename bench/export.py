@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -34,11 +33,6 @@ OWN_KEYS = ("preference", "out", "runs")
 
 
 def cmd_export(argv: list[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print("usage: python -m bench export method=NAME tasks=SUITE [tasks.KEY=V] [method.KEY=V] [seed=N]\n"
-              "         preference=[r1,...,rT] out=DIR [runs=RESULTS_ROOT] [device=auto|cpu|cuda]\n\n"
-              + __doc__.split("\n\n", 1)[1])
-        return 0
     own, rest = split_args(argv)
     if "preference" not in own:
         raise BenchError("export needs preference=[r1,...,rT] (one entry per task, summing to 1), "
@@ -47,17 +41,13 @@ def cmd_export(argv: list[str]) -> int:
         raise BenchError("export needs out=DIR, the directory to write the model to")
     pref = parse_preference(own["preference"])
 
-    from bench.cli import compose
-    from bench.config import build_from_config
+    from bench.config import build_from_config, compose
     from bench.registry import METHODS, SUITES
     from bench.run import resolve_device
     from bench.rays import validate_preference
 
     validate_preference(pref, len(pref))                       # sign / sum errors before any loading
     cfg = compose(rest)
-    import methods  # noqa: F401  (registration)
-    import tasks  # noqa: F401
-
     entry = METHODS.entry(cfg.method.name)
     if not hasattr(entry.obj, "export_params"):
         able = [e.name for e in METHODS if hasattr(e.obj, "export_params")]
@@ -67,13 +57,13 @@ def cmd_export(argv: list[str]) -> int:
     suite = build_from_config(SUITES, cfg.tasks, "tasks").to(resolve_device(cfg.device))
     ray = validate_preference(pref, suite.num_tasks)
     record = find_run(runs, cfg, suite, rest)
-    run_dir = Path(record["_path"]).parent
+    run_dir = record.directory
     params, facts = entry.obj.export_params(suite, run_dir, ray)
-    info = {"method": cfg.method.name, "run": str(run_dir), "run_id": record["run_id"], "seed": record["seed"],
+    info = {"method": cfg.method.name, "run": str(run_dir), "run_id": record.run_id, "seed": record.seed,
             "suite": suite.name, "suite_key": suite.key, "tasks": list(suite.tasks),
             "preference": [float(x) for x in ray], **facts}
     write_export(dest, suite, params, info)
-    print(f"exported {cfg.method.name} at preference {[float(x) for x in ray]} from run {record['run_id']}")
+    print(f"exported {cfg.method.name} at preference {[float(x) for x in ray]} from run {record.run_id}")
     print(dest)
     return 0
 
@@ -108,7 +98,7 @@ def check_destination(dest: Path) -> Path:
     return dest
 
 
-def find_run(runs: Path, cfg, suite, overrides: list[str]) -> dict:
+def find_run(runs: Path, cfg, suite, overrides: list[str]):
     """The latest record under `runs` of this method on this suite key (and any method.*/seed given)."""
     from omegaconf import OmegaConf
 
@@ -120,19 +110,19 @@ def find_run(runs: Path, cfg, suite, overrides: list[str]) -> dict:
     method_keys = [k.split(".", 1)[1].split(".")[0] for k in keys if k.startswith("method.")]
     found = []
     for rec in load_records(runs, suite.name):
-        if rec.get("method") != method or rec.get("suite_key") != suite.key:
+        if rec.method != method or rec.suite_key != suite.key:
             continue
-        have = rec.get("config", {}).get("method", {})
+        have = rec.config.get("method", {})
         if any(have.get(k) != wanted.get(k) for k in method_keys):
             continue
-        if "seed" in keys and int(rec.get("seed", -1)) != int(cfg.seed):
+        if "seed" in keys and rec.seed != int(cfg.seed):
             continue
         found.append(rec)
     if not found:
         cmd = " ".join(["python -m bench run", *overrides, f"out={runs}"])
         raise BenchError(f"no {method} run on {suite.describe()} (suite key {suite.key}) under runs={str(runs)!r}; "
                          f"run it first: {cmd}")
-    return max(found, key=lambda r: (r.get("created", ""), r.get("run_id", "")))
+    return max(found, key=lambda r: (r.created, r.run_id))
 
 
 def write_export(dest: Path, suite, params: dict, info: dict) -> None:
@@ -149,7 +139,3 @@ def write_export(dest: Path, suite, params: dict, info: dict) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(cmd_export(sys.argv[1:]))

@@ -8,6 +8,7 @@
     array([[0.1, 0.2]])
 
 `to_minimization` is the one place where signs flip: loss stays loss, accuracy becomes error = 1 − accuracy.
+Files a method leaves for its record (PWE-MoE's trained routers) travel in `artifacts`.
 """
 from __future__ import annotations
 
@@ -16,17 +17,17 @@ from typing import Any
 
 import numpy as np
 
-OBJECTIVES = ("loss", "accuracy")
+# objective → (sign, offset): minimization form = offset + sign · value
+MINIMIZATION = {"loss": (1.0, 0.0), "accuracy": (-1.0, 1.0)}
+OBJECTIVES = tuple(MINIMIZATION)
 
 
 def to_minimization(values: np.ndarray, objective: str) -> np.ndarray:
     """Per-task objective values → minimization form (loss as is, accuracy → 1 − accuracy)."""
-    values = np.asarray(values, dtype=float)
-    if objective == "loss":
-        return values
-    if objective == "accuracy":
-        return 1.0 - values
-    raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+    if objective not in MINIMIZATION:
+        raise ValueError(f"unknown objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+    sign, offset = MINIMIZATION[objective]
+    return offset + sign * np.asarray(values, dtype=float)
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Front:
     include: np.ndarray | None = None    # bool mask: points that count for indicators (default all)
     meta: dict[str, Any] = field(default_factory=dict)  # method metadata (fallback counts, fit quality …)
     cost: dict[str, Any] = field(default_factory=dict)  # train_steps, trainable_params (the run adds the rest)
+    artifacts: dict[str, bytes] = field(default_factory=dict)  # files written beside record.json
 
     def __post_init__(self):
         self.X = np.asarray(self.X, dtype=float).reshape(len(self.metrics), -1)
@@ -60,18 +62,15 @@ class Front:
         return len(self.metrics)
 
     @property
-    def higher_is_better(self) -> bool:
-        return self.objective == "accuracy"
-
-    @property
     def F(self) -> np.ndarray:
         """[n, T] per-task objective values in their natural direction (NaN where missing)."""
-        return np.array([[_nan(m[t].get(self.objective)) for t in self.tasks] for m in self.metrics],
-                        dtype=float).reshape(len(self), len(self.tasks))
+        return natural_values(self.metrics, self.tasks, self.objective)
 
     def to_minimization(self) -> np.ndarray:
         return to_minimization(self.F, self.objective)
 
 
-def _nan(v):
-    return np.nan if v is None else float(v)
+def natural_values(metrics, tasks, objective: str) -> np.ndarray:
+    """[n, T] per-point values of `objective` (from per-point {task: {metric: value}}), NaN where missing."""
+    return np.array([[np.nan if m[t].get(objective) is None else float(m[t][objective]) for t in tasks]
+                     for m in metrics], dtype=float).reshape(len(metrics), len(tasks))

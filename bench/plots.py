@@ -29,13 +29,11 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from bench import indicators  # noqa: E402
 from bench.front import to_minimization  # noqa: E402
-from bench.record import record_F  # noqa: E402
+from bench.record import RunRecord  # noqa: E402
 from bench.registry import BenchError  # noqa: E402
 from bench.report import Table, build_tables, by_suite_key, check_suite_name, config_key, leaderboard_records  # noqa: E402
 
-DEFAULTS = {"tasks": None, "figures": None, "out": "results/runs"}
 WIDTH = 3.3                     # inches: one column of a two-column paper
 STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 6,
          "xtick.labelsize": 6, "ytick.labelsize": 6, "lines.linewidth": 1.0, "axes.linewidth": 0.6,
@@ -48,31 +46,24 @@ def stem(table: Table) -> str:
     return f"{table.suite}-v{table.suite_version}-{len(table.tasks)}t-{table.suite_key.rsplit(':', 1)[-1]}"
 
 
-def natural(F_min: np.ndarray, objective: str) -> np.ndarray:
-    """Minimization space → the objective's natural direction (to_minimization is an involution)."""
-    return to_minimization(F_min, objective)
-
-
 def style(i: int) -> dict:
     return {"color": plt.get_cmap("tab10")(i % 10), "marker": MARKERS[i % len(MARKERS)]}
 
 
-def representatives(table: Table, records: list[dict]) -> list[dict]:
+def representatives(table: Table, records: list[RunRecord]) -> list[RunRecord]:
     """One record per leaderboard row (the lowest seed), in the table's row order."""
     out = []
     for cfg in table.rows["config"]:
         recs = [r for r in records if config_key(r) == cfg]
-        out.append(min(recs, key=lambda r: (r.get("seed", 0), r["run_id"])))
+        out.append(min(recs, key=lambda r: (r.seed, r.run_id)))
     return out
 
 
-def references(record: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(pre-trained on every task, each fine-tuned model on its own task), natural direction."""
-    obj, tasks = record["objective"], record["tasks"]
-    ref = record.get("references", {})
-    get = lambda d, t: np.nan if d.get(t, {}).get(obj) is None else float(d[t][obj])  # noqa: E731
-    return (np.array([get(ref.get("pretrained", {}), t) for t in tasks]),
-            np.array([get(ref.get("finetuned", {}), t) for t in tasks]))
+def points(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
+    """(every included finite point, its non-dominated ones), in the objective's natural direction."""
+    V, nd = record.values[record.include], record.nondominated[record.include]
+    ok = np.isfinite(V).all(axis=1)
+    return V[ok], V[ok & nd]
 
 
 def _axis_label(table: Table, i: int) -> str:
@@ -109,11 +100,12 @@ def _save(fig, figures: Path, name: str) -> list[Path]:
 
 
 # ---- fronts -------------------------------------------------------------------------------------
-def front_figure(table: Table, records: list[dict]):
+def front_figure(table: Table, records: list[RunRecord]):
     reps = representatives(table, records)
     T, obj = len(table.tasks), table.objective
-    pre, ft = references(reps[0])
-    true_pf = natural(table.ref.pf, obj) if table.ref.kind == "analytic" and table.ref.pf is not None else None
+    pre, ft = reps[0].reference_values("pretrained"), reps[0].reference_values("finetuned")
+    # the analytic front is stored in minimization form; to_minimization is an involution
+    true_pf = to_minimization(table.ref.pf, obj) if table.ref.kind == "analytic" and table.ref.pf is not None else None
     handles = []
     if T == 2:
         fig, ax = plt.subplots(figsize=(WIDTH, 2.5))
@@ -124,9 +116,7 @@ def front_figure(table: Table, records: list[dict]):
         focus = [pre[None], ft[None]] + ([true_pf] if true_pf is not None else [])
         for i, (rec, label) in enumerate(zip(reps, table.rows["label"])):
             st = style(i)
-            F = natural(record_F(rec), obj)
-            F = F[np.isfinite(F).all(axis=1)]
-            nd = F[indicators.nondominated_mask(natural(F, obj))]
+            F, nd = points(rec)
             nd = nd[np.argsort(nd[:, 0])]
             focus.append(nd)
             ax.scatter(F[:, 0], F[:, 1], s=5, color=st["color"], marker=st["marker"], alpha=0.3, lw=0, zorder=2)
@@ -153,9 +143,7 @@ def front_figure(table: Table, records: list[dict]):
             handles.append(Line2D([], [], color="0.6", marker=".", ls="", label="true front"))
         for i, (rec, label) in enumerate(zip(reps, table.rows["label"])):
             st = style(i)
-            F = record_F(rec)
-            F = F[np.isfinite(F).all(axis=1)]
-            nd = natural(F[indicators.nondominated_mask(F)], obj)
+            _, nd = points(rec)
             ax.scatter(*nd.T, s=8, color=st["color"], marker=st["marker"], depthshade=False, alpha=0.9)
             handles.append(Line2D([], [], label=label, ls="", **st, markersize=3.5))
         ax.scatter(*pre, marker="X", s=30, color="k", depthshade=False)
@@ -171,9 +159,7 @@ def front_figure(table: Table, records: list[dict]):
         x = np.arange(T)
         for i, (rec, label) in enumerate(zip(reps, table.rows["label"])):
             st = style(i)
-            F = record_F(rec)
-            F = F[np.isfinite(F).all(axis=1)]
-            nd = natural(F[indicators.nondominated_mask(F)], obj)
+            _, nd = points(rec)
             if len(nd) > MAX_PARALLEL_LINES:
                 nd = nd[np.linspace(0, len(nd) - 1, MAX_PARALLEL_LINES).astype(int)]
             ax.plot(x, nd.T, color=st["color"], lw=0.6, alpha=max(0.15, min(0.8, 8 / max(len(nd), 1))))
@@ -242,18 +228,9 @@ def make_figures(out: str, figures: str | Path, suite: str | None = None) -> lis
     return paths
 
 
-def cmd_plot(argv: list[str]) -> int:
-    from bench.cli import parse_kv
-
-    if any(a in ("-h", "--help") for a in argv):
-        print("usage: python -m bench plot [tasks=SUITE] [figures=DIR] [out=RESULTS_ROOT]\n"
-              "  figures default: <out>/figures\n\nexamples:\n"
-              + "\n".join(l for l in __doc__.splitlines() if l.startswith("    python")))
-        return 0
-    opts = parse_kv(argv, DEFAULTS)
+def cmd_plot(opts: dict) -> int:
     out = str(opts["out"])
     figures = Path(str(opts["figures"])) if opts["figures"] is not None else Path(out) / "figures"
     for p in make_figures(out, figures, None if opts["tasks"] is None else str(opts["tasks"])):
         print(p)
     return 0
-

@@ -1,31 +1,209 @@
-"""Run records: one self-describing directory per run, written atomically.
+"""Run records: one typed `RunRecord` per run, the only reader and writer of record.json.
 
     <out>/<suite>/<method>/<run-id>/record.json   config, seed, versions, every point, indicators, cost
                                     front.csv     one row per point (X, per-task metrics, flags)
                                     config.yaml   the resolved Hydra config
+                                    <artifacts>   e.g. PWE-MoE's routers.pt
 
-The directory is assembled under a hidden temporary name and renamed into place, so a crash or a
-full disk never leaves a partial record behind. `load_records` reads them back for tables, plots,
-pooled IGD reference fronts and regression checks.
+    >>> import numpy as np
+    >>> from bench.front import Front
+    >>> front = Front(tasks=["a", "b"], objective="accuracy", X=[[0.0], [1.0]], x_names=["lambda"],
+    ...               metrics=[{"a": {"loss": 1.0, "accuracy": 0.9}, "b": {"loss": 2.0, "accuracy": 0.5}},
+    ...                        {"a": {"loss": 2.0, "accuracy": 0.6}, "b": {"loss": 1.0, "accuracy": 0.8}}])
+    >>> rec = RunRecord.from_front(front, suite="s", method="m", ref_point=[1.0, 1.0])
+    >>> rec.F                                        # minimization form, computed once
+    array([[0.1, 0.5],
+           [0.4, 0.2]])
+    >>> RunRecord.from_json(rec.to_json()).F.tolist() == rec.F.tolist()
+    True
+
+A record is frozen: X and F (minimization form, `bench.front.to_minimization`) are computed once
+when it is made from a Front or read from JSON, and every consumer (indicators, tables, plots,
+checks, export) reads them from here. Files a method leaves (its `Front.artifacts`) are written
+beside record.json and listed in `artifacts`; they never pass through the JSON. The directory is
+assembled under a hidden temporary name and renamed into place, so a crash or a full disk never
+leaves a partial record behind. Schema 2 (this one) stores only indicators that depend on the run
+alone; version-1 records (which also stored IGD against a pooled front) are still read.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from bench.front import Front, natural_values, to_minimization
 from bench.registry import BenchError
 
-SCHEMA = 1
+SCHEMA = 2
+READABLE = (1, 2)
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    suite: str
+    method: str
+    tasks: tuple[str, ...]
+    objective: str
+    ref_point: np.ndarray
+    X: np.ndarray                         # [n, k] what identifies each point (coefficients, ray)
+    x_names: tuple[str, ...]
+    F: np.ndarray                         # [n, T] minimization form of every point
+    metrics: tuple[dict, ...]             # per point: {task: {"loss", "accuracy"}} as measured
+    split: tuple[str, ...]
+    include: np.ndarray                   # points that count for the indicators
+    nondominated: np.ndarray              # within the included points (and within the others)
+    extras: tuple[dict, ...] = ()         # per point: ray, mu, routing, kind …
+    suite_key: str = ""
+    suite_version: str = ""
+    suite_config: dict = field(default_factory=dict)
+    analytic: bool = False                # the suite has a closed-form front
+    weights: str = "real"                 # "random": benchmark-only, never in a leaderboard
+    method_paper: str = ""
+    seed: int = 0
+    run_id: str = ""
+    created: str = ""
+    config: dict = field(default_factory=dict)
+    references: dict = field(default_factory=dict)   # {"pretrained": {task: metrics}, "finetuned": {...}}
+    meta: dict = field(default_factory=dict)
+    indicators: dict = field(default_factory=dict)
+    igd_ref: dict = field(default_factory=dict)     # analytic suites: the front IGD is measured against
+    cost: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)
+    artifacts: tuple[str, ...] = ()
+    schema: int = SCHEMA
+    path: Path | None = None              # where it was read from (not serialised)
+
+    # ---- making one -------------------------------------------------------------------------
+    @classmethod
+    def from_front(cls, front: Front, **fields: Any) -> "RunRecord":
+        """The record of `front`; `fields` fill the rest (suite, method, ref_point, seed, …)."""
+        F = front.to_minimization()
+        return cls(tasks=tuple(front.tasks), objective=front.objective, X=front.X, x_names=tuple(front.x_names),
+                   F=F, metrics=tuple(front.metrics), split=tuple(front.split), include=front.include,
+                   nondominated=_nondominated(F, front.include), extras=tuple(front.extras),
+                   artifacts=tuple(sorted(front.artifacts)),
+                   **{k: (np.asarray(v, dtype=float) if k == "ref_point" else v) for k, v in fields.items()})
+
+    def replace(self, **changes: Any) -> "RunRecord":
+        return dataclasses.replace(self, **changes)
+
+    # ---- views --------------------------------------------------------------------------------
+    @property
+    def F_included(self) -> np.ndarray:
+        """[m, T] minimization-space objectives of the points that count for indicators."""
+        return self.F[self.include]
+
+    @property
+    def values(self) -> np.ndarray:
+        """[n, T] the objective's values in their natural direction, as measured (NaN where missing)."""
+        return natural_values(self.metrics, self.tasks, self.objective)
+
+    @property
+    def directory(self) -> Path | None:
+        return None if self.path is None else self.path.parent
+
+    def reference_values(self, kind: str) -> np.ndarray:
+        """[T] metric (natural direction) of the pre-trained model on every task ("pretrained") or of
+        each fine-tuned model on its own task ("finetuned"); NaN where missing."""
+        ref = self.references.get(kind, {})
+        return np.array([np.nan if ref.get(t, {}).get(self.objective) is None else float(ref[t][self.objective])
+                         for t in self.tasks], dtype=float)
+
+    # ---- JSON ---------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        points = [{"x": dict(zip(self.x_names, map(float, self.X[i]))), "metrics": self.metrics[i],
+                   "split": self.split[i], "nondominated": bool(self.nondominated[i]),
+                   "include": bool(self.include[i]), **(self.extras[i] if self.extras else {})}
+                  for i in range(len(self.F))]
+        d = {"schema": SCHEMA, "suite": self.suite, "suite_key": self.suite_key, "suite_version": self.suite_version,
+             "suite_config": self.suite_config, "tasks": list(self.tasks), "analytic": self.analytic,
+             "weights": self.weights, "method": self.method, "method_paper": self.method_paper, "seed": self.seed,
+             "run_id": self.run_id, "created": self.created, "config": self.config, "objective": self.objective,
+             "ref_point": [float(v) for v in self.ref_point], "references": self.references, "points": points,
+             "meta": self.meta, "indicators": self.indicators, "cost": self.cost, "env": self.env,
+             "artifacts": list(self.artifacts)}
+        if self.igd_ref:
+            d["igd_ref"] = self.igd_ref
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, default=_json_default, allow_nan=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, path: Path | None = None) -> "RunRecord":
+        d = json.loads(text)
+        if d.get("schema") not in READABLE:
+            raise ValueError(f"record schema {d.get('schema')!r}; readable: {READABLE}")
+        tasks, obj, pts = list(d["tasks"]), d["objective"], d["points"]
+        x_names = list(pts[0]["x"]) if pts else []
+        metrics = tuple(p["metrics"] for p in pts)
+        core = ("x", "metrics", "split", "nondominated", "include")
+        igd_ref = d.get("igd_ref") or {}
+        indicators = dict(d.get("indicators", {}))
+        if igd_ref.get("kind") == "pooled":          # schema 1: IGD against whatever else was under `out`
+            for k in ("gd", "igd", "igd_plus"):
+                indicators.pop(k, None)
+        return cls(suite=d["suite"], method=d["method"], tasks=tuple(tasks), objective=obj,
+                   ref_point=np.asarray(d["ref_point"], dtype=float),
+                   X=np.array([[p["x"][k] for k in x_names] for p in pts], dtype=float).reshape(len(pts), len(x_names)),
+                   x_names=tuple(x_names), F=to_minimization(natural_values(metrics, tasks, obj), obj), metrics=metrics,
+                   split=tuple(p.get("split", "test") for p in pts),
+                   include=np.array([p.get("include", True) for p in pts], dtype=bool),
+                   nondominated=np.array([p.get("nondominated", False) for p in pts], dtype=bool),
+                   extras=tuple({k: v for k, v in p.items() if k not in core} for p in pts),
+                   suite_key=d.get("suite_key", ""), suite_version=str(d.get("suite_version", "")),
+                   suite_config=d.get("suite_config", {}),
+                   analytic=d.get("analytic", igd_ref.get("kind") == "analytic"),
+                   weights=d.get("weights", "real"), method_paper=d.get("method_paper", ""),
+                   seed=int(d.get("seed", 0)), run_id=d.get("run_id", ""), created=d.get("created", ""),
+                   config=d.get("config", {}), references=d.get("references", {}), meta=d.get("meta", {}),
+                   indicators=indicators, igd_ref=igd_ref if igd_ref.get("kind") == "analytic" else {},
+                   cost=d.get("cost", {}), env=d.get("env", {}),
+                   artifacts=tuple(d.get("artifacts", ())), schema=int(d["schema"]), path=path)
+
+    def front_csv(self) -> str:
+        buf = io.StringIO()
+        cols = list(self.x_names) + [f"{t}.{m}" for t in self.tasks for m in ("loss", "accuracy")] + ["split", "nondominated"]
+        w = csv.writer(buf)
+        w.writerow(cols)
+        for i in range(len(self.F)):
+            w.writerow([float(v) for v in self.X[i]]
+                       + [self.metrics[i][t].get(m) for t in self.tasks for m in ("loss", "accuracy")]
+                       + [self.split[i], bool(self.nondominated[i])])
+        return buf.getvalue()
+
+
+def _nondominated(F: np.ndarray, include: np.ndarray) -> np.ndarray:
+    """Non-dominated within the included points, and within the others (e.g. MAP's predictions)."""
+    from bench.indicators import nondominated_mask
+
+    nd = np.zeros(len(F), dtype=bool)
+    for group in (include, ~include):
+        idx = np.flatnonzero(group)
+        nd[idx] = nondominated_mask(F[idx])
+    return nd
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+# ---- files ---------------------------------------------------------------------------------------
 def ensure_writable(out: str | os.PathLike) -> Path:
     """Create the results root if needed and prove it is writable, before any work is done."""
     out = Path(out)
@@ -52,48 +230,18 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def to_json(obj: Any) -> str:
-    return json.dumps(obj, indent=1, sort_keys=False, default=_json_default, allow_nan=True) + "\n"
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
-
-
-def front_csv(record: dict) -> str:
-    buf = io.StringIO()
-    points = record["points"]
-    x_names = list(points[0]["x"]) if points else []
-    tasks = record["tasks"]
-    cols = x_names + [f"{t}.{m}" for t in tasks for m in ("loss", "accuracy")] + ["split", "nondominated"]
-    w = csv.writer(buf)
-    w.writerow(cols)
-    for p in points:
-        w.writerow([p["x"][k] for k in x_names]
-                   + [p["metrics"][t].get(m) for t in tasks for m in ("loss", "accuracy")]
-                   + [p["split"], p["nondominated"]])
-    return buf.getvalue()
-
-
-def write_run(out: Path, record: dict, config_yaml: str, files: dict[str, bytes] | None = None) -> Path:
-    """Write record.json, front.csv, config.yaml (+ extra `files`, e.g. trained routers) atomically;
-    returns the path of record.json."""
-    final = Path(out) / record["suite"] / record["method"] / record["run_id"]
+def write_run(out: Path, record: RunRecord, config_yaml: str, artifacts: dict[str, bytes] | None = None) -> Path:
+    """record.json, front.csv, config.yaml and the artifacts, atomically; returns record.json's path."""
+    final = Path(out) / record.suite / record.method / record.run_id
     if final.exists():
         raise BenchError(f"run directory {str(final)!r} already exists; choose another run_id")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{record['run_id']}-"))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{record.run_id}-"))
     try:
-        (tmp / "record.json").write_text(to_json(record))
-        (tmp / "front.csv").write_text(front_csv(record))
+        (tmp / "record.json").write_text(record.to_json())
+        (tmp / "front.csv").write_text(record.front_csv())
         (tmp / "config.yaml").write_text(config_yaml)
-        for name, data in (files or {}).items():
+        for name, data in (artifacts or {}).items():
             (tmp / name).write_bytes(data)
         os.rename(tmp, final)
     except BaseException:
@@ -108,25 +256,14 @@ def iter_record_paths(out: str | os.PathLike) -> Iterator[Path]:
         yield from sorted(p for p in out.glob("*/*/*/record.json") if not p.parent.name.startswith("."))
 
 
-def load_records(out: str | os.PathLike, suite: str | None = None) -> list[dict]:
+def load_records(out: str | os.PathLike, suite: str | None = None) -> list[RunRecord]:
+    """Every readable record under `out` (optionally of one suite); unreadable ones are skipped."""
     recs = []
     for p in iter_record_paths(out):
         try:
-            rec = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # unreadable records are skipped, never half-used
-        if rec.get("schema") != SCHEMA or (suite is not None and rec.get("suite") != suite):
-            continue
-        rec["_path"] = str(p)
-        recs.append(rec)
+            rec = RunRecord.from_json(p.read_text(), path=p)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue                      # never half-used
+        if suite is None or rec.suite == suite:
+            recs.append(rec)
     return recs
-
-
-def record_F(record: dict, *, included_only: bool = True) -> np.ndarray:
-    """[n, T] minimization-space objectives of a record's points."""
-    from bench.front import to_minimization
-
-    pts = [p for p in record["points"] if p.get("include", True) or not included_only]
-    F = np.array([[np.nan if p["metrics"][t].get(record["objective"]) is None else p["metrics"][t][record["objective"]]
-                   for t in record["tasks"]] for p in pts], dtype=float).reshape(len(pts), len(record["tasks"]))
-    return to_minimization(F, record["objective"])

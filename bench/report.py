@@ -33,10 +33,9 @@ import numpy as np
 import pandas as pd
 
 from bench import indicators
-from bench.record import load_records, record_F
-from bench.registry import BenchError, unknown_choice
+from bench.record import RunRecord, load_records
+from bench.registry import INDICATORS, BenchError, unknown_choice
 
-DEFAULTS = {"tasks": None, "format": "md", "out": "results/runs"}
 FORMATS = ("md", "latex", "csv")
 IGNORED_CONFIG = ("seed", "out", "run_id", "tasks")
 
@@ -50,11 +49,14 @@ class Column:
     kind: str = "float"         # float | int | seconds | mb
 
 
+def indicator_column(name: str) -> Column:
+    """A table column from the indicator's registered metadata (label, direction, kind)."""
+    i = INDICATORS.get(name)
+    return Column(name, i.label, i.latex, bool(i.higher_is_better), i.kind)
+
+
 COLUMNS = (
-    Column("hv", "HV", "HV", True),
-    Column("hv_normalized", "HV norm.", "HV\\textsubscript{norm}", True),
-    Column("igd_plus", "IGD+", "IGD\\textsuperscript{+}", False),
-    Column("n_nondominated", "front pts", "front", True, "int"),
+    *(indicator_column(n) for n in ("hv", "hv_normalized", "igd_plus", "n_nondominated")),
     Column("evaluations", "evals", "evals", False, "int"),
     Column("train_steps", "train steps", "steps", False, "int"),
     Column("trainable_params", "params", "params", False, "int"),
@@ -62,15 +64,6 @@ COLUMNS = (
     Column("peak_mem_mb", "peak MB", "mem (MB)", False, "mb"),
 )
 METRICS = [c.key for c in COLUMNS]
-
-
-@dataclass
-class RefFront:
-    kind: str                       # analytic | pooled | record (values reused)
-    pf: np.ndarray | None
-    hash: str | None
-    n_points: int
-    how: str                        # one sentence for the note under the table
 
 
 @dataclass
@@ -82,7 +75,7 @@ class Table:
     objective: str
     suite_config: dict
     rows: pd.DataFrame              # one row per group: config, label, method, n, seeds, <m>_mean/_std/_best
-    ref: RefFront
+    ref: indicators.RefFront
     papers: dict[str, str]          # method → "paper (url)", in footnote order
     mem_kinds: list[str] = field(default_factory=list)
 
@@ -92,33 +85,32 @@ class Table:
 
 
 # ---- loading and grouping ------------------------------------------------------------------
-def leaderboard_records(out: str, suite: str | None = None) -> list[dict]:
+def leaderboard_records(out: str, suite: str | None = None) -> list[RunRecord]:
     """Every readable record under `out` (optionally of one suite), random-weight runs dropped."""
-    return [r for r in load_records(out, suite) if r.get("weights", "real") != "random"]
+    return [r for r in load_records(out, suite) if r.weights != "random"]
 
 
 def check_suite_name(suite: str | None, out: str) -> None:
     """tasks=NAME must be a registered suite or one that has records under `out`."""
     if suite is None:
         return
-    import tasks  # noqa: F401  (registration)
     from bench.registry import SUITES
 
-    known = sorted(set(SUITES.names()) | {r["suite"] for r in load_records(out)})
+    known = sorted(set(SUITES.names()) | {r.suite for r in load_records(out)})
     if suite not in known:
         raise BenchError(unknown_choice("suite", suite, known))
 
 
-def by_suite_key(records: Iterable[dict]) -> dict[str, list[dict]]:
+def by_suite_key(records: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
     """suite_key → its records, ordered by suite name, number of tasks, key."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[RunRecord]] = {}
     for r in records:
-        groups.setdefault(r["suite_key"], []).append(r)
-    order = sorted(groups, key=lambda k: (groups[k][0]["suite"], len(groups[k][0]["tasks"]), k))
-    return {k: sorted(groups[k], key=lambda r: (r["method"], r.get("seed", 0), r["run_id"])) for k in order}
+        groups.setdefault(r.suite_key, []).append(r)
+    order = sorted(groups, key=lambda k: (groups[k][0].suite, len(groups[k][0].tasks), k))
+    return {k: sorted(groups[k], key=lambda r: (r.method, r.seed, r.run_id)) for k in order}
 
 
-def flat_config(record: dict) -> dict[str, Any]:
+def flat_config(record: RunRecord) -> dict[str, Any]:
     """The record's resolved config minus seed/out/run_id/tasks, flattened to dotted keys."""
     def walk(d, prefix=""):
         for k, v in d.items():
@@ -127,22 +119,22 @@ def flat_config(record: dict) -> dict[str, Any]:
             else:
                 yield f"{prefix}{k}", v
 
-    cfg = {k: v for k, v in record.get("config", {}).items() if k not in IGNORED_CONFIG}
-    cfg.setdefault("method", {}).setdefault("name", record["method"])
+    cfg = {k: v for k, v in record.config.items() if k not in IGNORED_CONFIG}
+    cfg.setdefault("method", {}).setdefault("name", record.method)
     return dict(walk(cfg))
 
 
-def config_key(record: dict) -> str:
+def config_key(record: RunRecord) -> str:
     return json.dumps(flat_config(record), sort_keys=True, default=str)
 
 
-def group_labels(records: list[dict]) -> dict[str, str]:
+def group_labels(records: list[RunRecord]) -> dict[str, str]:
     """config_key → row label: the method, plus the fewest config values that tell that method's
     rows apart (e.g. `ta_grid (mode=grid)`); a method with one config is its name. The csv output
     carries each row's full config."""
     by_method: dict[str, dict[str, dict]] = {}
     for r in records:
-        by_method.setdefault(r["method"], {})[config_key(r)] = flat_config(r)
+        by_method.setdefault(r.method, {})[config_key(r)] = flat_config(r)
     labels = {}
     for method, cfgs in by_method.items():
         keys = list(dict.fromkeys(k for c in cfgs.values() for k in c))        # config order (mode first …)
@@ -165,62 +157,39 @@ def _fmt_value(v) -> str:
 
 
 # ---- the reference front ---------------------------------------------------------------------
-def reference_front(records: list[dict]) -> RefFront:
-    """The IGD+ reference front of one suite key (see the module docstring)."""
-    first = records[0]
-    if first.get("igd_ref", {}).get("kind") == "analytic":
-        try:
-            import tasks  # noqa: F401
-            from bench.config import build_from_config
-            from bench.registry import SUITES
-
-            suite = build_from_config(SUITES, {"name": first["suite"], **first["suite_config"]}, "tasks")
-            pf = np.asarray(suite.true_front(), dtype=float)
-        except Exception as e:  # a suite that can no longer be rebuilt: fall back to the records
-            return RefFront("record", None, first["igd_ref"].get("hash"), int(first["igd_ref"].get("n_points", 0)),
-                            f"analytic front (IGD+ values reused from the records: the suite could not be rebuilt: {e})")
-        h = indicators.front_hash(pf)
-        stale = sorted({r["igd_ref"].get("hash") for r in records} - {h})
-        if stale:
-            print(f"warning: {first['suite_key']}: analytic front hash {h} differs from the records' {stale}",
-                  file=sys.stderr)
-        return RefFront("analytic", pf, h, len(pf),
-                        f"analytic Pareto front of {first['suite']} (closed form, rebuilt from the suite registry)")
-    pooled = [F for F in (record_F(r) for r in records) if len(F)]
-    P = np.vstack(pooled) if pooled else np.zeros((0, len(first["tasks"])))
-    P = P[np.isfinite(P).all(axis=1)]
-    pf = P[indicators.nondominated_mask(P)] if len(P) else None
-    return RefFront("pooled", pf, indicators.front_hash(pf), 0 if pf is None else len(pf),
-                    f"non-dominated union of the {len(records)} records of this suite key")
+def reference_front(records: list[RunRecord]) -> indicators.RefFront:
+    """The IGD+ reference front of one suite key (`indicators.reference_front`); an analytic suite
+    that can no longer be rebuilt falls back to the values its records stored."""
+    try:
+        ref = indicators.reference_front(records)
+    except Exception as e:
+        first = records[0]
+        return indicators.RefFront("record", None, first.igd_ref.get("hash"), int(first.igd_ref.get("n_points", 0)),
+                                   f"analytic front (IGD+ values reused from the records: the suite could not be "
+                                   f"rebuilt: {e})")
+    stale = sorted({r.igd_ref.get("hash") for r in records if r.igd_ref} - {ref.hash}) if ref.kind == "analytic" else []
+    if stale:
+        print(f"warning: {records[0].suite_key}: analytic front hash {ref.hash} differs from the records' {stale}",
+              file=sys.stderr)
+    return ref
 
 
-def record_metrics(record: dict, ref: RefFront) -> dict[str, float]:
+def record_metrics(record: RunRecord, ref: indicators.RefFront) -> dict[str, float]:
     """The table's numbers for one record; IGD+ against `ref`."""
-    ind, cost = record.get("indicators", {}), record.get("cost", {})
-    F = record_F(record)
-    F = F[np.isfinite(F).all(axis=1)]
-    if ref.pf is not None and len(ref.pf) and len(F):
-        igd_plus = indicators.INDICATORS.get("igd_plus")(F, indicators.Context(np.asarray(record["ref_point"]), ref.pf))
-    elif ref.kind == "record":
-        igd_plus = ind.get("igd_plus")
-    else:
-        igd_plus = None
+    ind, cost = record.indicators, record.cost
+    ctx = indicators.Context(record.F_included, record.ref_point, pf=ref.pf)
+    igd_plus = ind.get("igd_plus") if ref.kind == "record" else INDICATORS.get("igd_plus")(ctx)
     vals = {"hv": ind.get("hv"), "hv_normalized": ind.get("hv_normalized"), "igd_plus": igd_plus,
-            "n_nondominated": int(indicators.nondominated_mask(F).sum()),
+            "n_nondominated": INDICATORS.get("n_nondominated")(ctx),
             **{k: cost.get(k) for k in ("evaluations", "train_steps", "trainable_params", "wall_s", "peak_mem_mb")}}
     return {k: (np.nan if v is None else float(v)) for k, v in vals.items()}
 
 
-def method_paper(method: str, record: dict) -> str:
-    paper = record.get("method_paper") or ""
-    try:
-        import methods  # noqa: F401
-        from bench.registry import METHODS
+def method_paper(record: RunRecord) -> str:
+    from bench.registry import METHODS
 
-        url = getattr(METHODS.get(method), "url", "") if method in METHODS else ""
-    except Exception:  # pragma: no cover - registry import problems must not break a table
-        url = ""
-    return f"{paper} ({url})" if paper and url else paper
+    url = getattr(METHODS.get(record.method), "url", "") if record.method in METHODS else ""
+    return f"{record.method_paper} ({url})" if record.method_paper and url else record.method_paper
 
 
 # ---- the tables --------------------------------------------------------------------------------
@@ -229,8 +198,8 @@ def build_tables(records: list[dict]) -> list[Table]:
     for key, recs in by_suite_key(records).items():
         ref = reference_front(recs)
         labels = group_labels(recs)
-        df = pd.DataFrame([{"config": config_key(r), "label": labels[config_key(r)], "method": r["method"],
-                            "seed": r.get("seed"), **record_metrics(r, ref)} for r in recs])
+        df = pd.DataFrame([{"config": config_key(r), "label": labels[config_key(r)], "method": r.method,
+                            "seed": r.seed, **record_metrics(r, ref)} for r in recs])
         g = df.groupby("config", sort=False)
         rows = g[["label", "method"]].first()
         rows["n"] = g.size()
@@ -244,13 +213,13 @@ def build_tables(records: list[dict]) -> list[Table]:
         rows = rows.sort_values(["hv_mean", "label"], ascending=[False, True], na_position="last").reset_index()
         papers: dict[str, str] = {}
         for m in rows["method"]:
-            p = method_paper(m, next(r for r in recs if r["method"] == m))
+            p = method_paper(next(r for r in recs if r.method == m))
             if p and m not in papers:
                 papers[m] = p
         first = recs[0]
-        tables.append(Table(first["suite"], key, str(first.get("suite_version", "?")), list(first["tasks"]),
-                            first["objective"], dict(first.get("suite_config", {})), rows, ref, papers,
-                            sorted({r.get("cost", {}).get("peak_mem_kind", "?") for r in recs})))
+        tables.append(Table(first.suite, key, first.suite_version or "?", list(first.tasks), first.objective,
+                            dict(first.suite_config), rows, ref, papers,
+                            sorted({r.cost.get("peak_mem_kind", "?") for r in recs})))
     return tables
 
 
@@ -392,15 +361,7 @@ def table_text(out: str, suite: str | None = None, fmt: str = "md") -> str:
     return RENDER[fmt](build_tables(recs))
 
 
-def cmd_table(argv: list[str]) -> int:
-    from bench.cli import parse_kv
-
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.split("\n\n")[0].strip().splitlines()[0] + "\n\nusage: python -m bench table [tasks=SUITE] "
-              "[format=md|latex|csv] [out=RESULTS_ROOT]\n\nexamples:\n"
-              + "\n".join(l for l in __doc__.splitlines() if l.startswith("    python")))
-        return 0
-    opts = parse_kv(argv, DEFAULTS)
-    sys.stdout.write(table_text(str(opts["out"]), None if opts["tasks"] is None else str(opts["tasks"]),
-                                str(opts["format"])))
+def cmd_table(opts: dict) -> int:
+    tasks = None if opts["tasks"] is None else str(opts["tasks"])
+    sys.stdout.write(table_text(str(opts["out"]), tasks, str(opts["format"])))
     return 0

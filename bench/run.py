@@ -2,7 +2,8 @@
 
     python -m bench run method=ta_grid tasks=toy-quadratic seed=0 out=results/runs
 
-`run(cfg)` is the whole pipeline; everything it calls lives in its own module.
+`run(cfg)` is the whole pipeline; everything it calls lives in its own module. `cfg` is a composed,
+validated config (bench.config.compose).
 """
 from __future__ import annotations
 
@@ -15,115 +16,65 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
 from bench import indicators
-from bench.config import build_from_config
+from bench.config import build_from_config, settings
 from bench.evaluator import Evaluator, references
-from bench.record import SCHEMA, ensure_writable, load_records, record_F, write_run
+from bench.record import RunRecord, ensure_writable, write_run
 from bench.registry import METHODS, SUITES, BenchError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SMALL_MODEL = 20_000_000     # merge-able parameters below which one intra-op thread is fastest
 
 
 def run(cfg) -> Path:
     """Run one method on one suite and write its record; returns the path of record.json."""
     from omegaconf import OmegaConf
 
-    import methods  # noqa: F401  (registration)
-    import tasks  # noqa: F401
-
-    out = ensure_writable(cfg.out)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    s = settings(cfg)
+    out = ensure_writable(s.out)
+    seed_everything(s.seed)
+    device = resolve_device(s.device)
     suite = build_from_config(SUITES, cfg.tasks, "tasks").to(device)
     method = build_from_config(METHODS, cfg.method, "method")
-    evaluator = Evaluator(suite, device, batch_size=cfg.eval_batch_size)
-    torch.set_num_threads(choose_threads(cfg.get("threads"), suite, device))
+    evaluator = Evaluator(suite, device, batch_size=s.eval_batch_size)
+    torch.set_num_threads(choose_threads(s.threads, suite, device))
 
     reset_peak_memory(device)
     t0 = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):   # numpy's BLAS in methods: small matrices, reproducible sums
-        front = method.approximate_front(suite, evaluator=evaluator, seed=cfg.seed)
+        front = method.approximate_front(suite, evaluator=evaluator, seed=s.seed)
     wall = time.perf_counter() - t0
     peak = peak_memory_mb(device)
 
-    refs = references(evaluator)
-    record = {
-        "schema": SCHEMA, "suite": suite.name, "suite_key": suite.key, "suite_version": suite.version,
-        "suite_config": suite.config(), "tasks": list(suite.tasks), "weights": "random" if suite.random_weights else "real",
-        "method": cfg.method.name, "method_paper": getattr(method, "paper", ""),
-        "seed": int(cfg.seed), "run_id": cfg.run_id or new_run_id(cfg.seed),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "objective": suite.objective, "ref_point": suite.ref_point().tolist(),
-        "references": refs, "points": points_of(front), "meta": front.meta,
-        "cost": {"wall_s": wall, "evaluations": evaluator.evaluations,
-                 "evaluations_by_split": dict(evaluator.counts),
-                 "train_steps": int(front.cost.get("train_steps", 0)),
-                 "trainable_params": int(front.cost.get("trainable_params", 0)),
-                 "peak_mem_mb": peak, "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
-                 **{k: v for k, v in front.cost.items() if k not in ("train_steps", "trainable_params")}},
-        "env": environment(device),
-    }
-    record["indicators"], record["igd_ref"] = score(record, suite, out)
-    path = write_run(out, record, OmegaConf.to_yaml(cfg), files=front.meta.pop("_files", None))
-    ind = record["indicators"]
-    print(f"{record['method']} on {suite.describe()}: hv={ind['hv']:.6g} igd+={_fmt(ind['igd_plus'])} "
+    pf = suite.true_front()
+    record = RunRecord.from_front(
+        front, suite=suite.name, method=cfg.method.name, ref_point=suite.ref_point(), suite_key=suite.key,
+        suite_version=suite.version, suite_config=suite.config(), analytic=pf is not None,
+        weights="random" if suite.random_weights else "real", method_paper=getattr(method, "paper", ""),
+        seed=s.seed, run_id=s.run_id or new_run_id(s.seed),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        config=OmegaConf.to_container(cfg, resolve=True), references=references(evaluator), meta=front.meta,
+        cost={"wall_s": wall, "evaluations": evaluator.evaluations, "evaluations_by_split": dict(evaluator.counts),
+              "train_steps": 0, "trainable_params": 0, **front.cost, "peak_mem_mb": peak,
+              "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"},
+        env=environment(device))
+    ctx = indicators.Context(record.F_included, record.ref_point, pf=pf, objective=record.objective,
+                             finetuned=record.reference_values("finetuned"))
+    record = record.replace(indicators=indicators.compute(ctx, indicators.per_record(record.analytic)),
+                            igd_ref={"kind": "analytic", "hash": indicators.front_hash(pf), "n_points": len(pf)}
+                            if pf is not None else {})
+    path = write_run(out, record, OmegaConf.to_yaml(cfg), front.artifacts)
+    ind = record.indicators
+    print(f"{record.method} on {suite.describe()}: hv={ind['hv']:.6g} igd+={_fmt(ind.get('igd_plus'))} "
           f"points={ind['n_points']} nondominated={ind['n_nondominated']} evaluations={evaluator.evaluations} "
           f"wall={wall:.2f}s")
     print(path)
     return path
-
-
-def points_of(front) -> list[dict[str, Any]]:
-    F = front.to_minimization()
-    nd = np.zeros(len(front), dtype=bool)
-    for group in (front.include, ~front.include):   # predicted points are ranked among themselves
-        idx = np.flatnonzero(group)
-        nd[idx] = indicators.nondominated_mask(F[idx])
-    return [{"x": dict(zip(front.x_names, map(float, front.X[i]))), "metrics": front.metrics[i],
-             "split": front.split[i], "nondominated": bool(nd[i]), "include": bool(front.include[i]),
-             **front.extras[i]} for i in range(len(front))]
-
-
-def score(record: dict, suite, out: Path) -> tuple[dict, dict]:
-    """Indicators of the record's included points: HV at the suite's reference point, HV on
-    accuracy normalised by each fine-tuned model, and GD/IGD/IGD+ to the analytic front where
-    there is one, else to the pooled non-dominated union of every record on this suite key."""
-    F = record_F(record)
-    pf = suite.true_front()
-    if pf is not None:
-        igd_ref = {"kind": "analytic"}
-    else:
-        pool = [record_F(r) for r in load_records(out, suite.name) if r.get("suite_key") == suite.key]
-        pooled = np.vstack([F, *pool]) if pool else F
-        pooled = pooled[np.isfinite(pooled).all(axis=1)]
-        pf = pooled[indicators.nondominated_mask(pooled)] if len(pooled) else None
-        igd_ref = {"kind": "pooled", "n_records": len(pool) + 1}
-    if pf is not None:
-        igd_ref.update(hash=indicators.front_hash(pf), n_points=int(len(pf)))
-    ind = indicators.compute_all(F, indicators.Context(ref_point=np.asarray(record["ref_point"]), pf=pf))
-    ind["hv_normalized"] = hv_normalized(record)
-    return ind, igd_ref
-
-
-def hv_normalized(record: dict) -> float | None:
-    """HV of normalised error 1 − acc/acc_ft (each task's own fine-tuned accuracy), reference 1."""
-    if record["objective"] != "accuracy":
-        return None
-    ft = np.array([record["references"]["finetuned"][t]["accuracy"] for t in record["tasks"]])
-    if not (ft > 0).all():      # e.g. random-weight benchmark models: undefined
-        return None
-    F = 1.0 - (1.0 - record_F(record)) / ft
-    return indicators.hypervolume(F[np.isfinite(F).all(axis=1)], np.ones(len(ft)))[0]
-
-
-SMALL_MODEL = 20_000_000     # merge-able parameters below which one intra-op thread is fastest
 
 
 def available_cores() -> int:
@@ -156,8 +107,6 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError(f"device={device!r} but no CUDA device is available; valid choices: auto, cpu")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise BenchError(f"unknown device {device!r}; valid choices: auto, cpu, cuda, cuda:N")
     return torch.device(device)
 
 
@@ -180,6 +129,8 @@ def environment(device: torch.device) -> dict[str, str]:
     import pymoo
     import transformers
 
+    from bench import CPU_ISA
+
     try:
         git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                              text=True, timeout=5).stdout.strip() or "unknown"
@@ -188,7 +139,8 @@ def environment(device: torch.device) -> dict[str, str]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return {"git": git, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "pymoo": pymoo.__version__,
-            "device": f"{device} ({name})", "threads": str(torch.get_num_threads()), "host_os": os.uname().sysname}
+            "device": f"{device} ({name})", "threads": str(torch.get_num_threads()), "host_os": os.uname().sysname,
+            "cpu_isa": torch.backends.cpu.get_cpu_capability() if CPU_ISA != "native" else "native"}
 
 
 def _fmt(v) -> str:

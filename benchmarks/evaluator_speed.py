@@ -21,8 +21,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-import methods  # noqa: E402,F401
-import tasks  # noqa: E402,F401
 from bench.config import build_from_config  # noqa: E402
 from bench.evaluator import Evaluator  # noqa: E402
 from bench.merge import task_arithmetic  # noqa: E402

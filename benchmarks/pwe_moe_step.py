@@ -37,8 +37,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-import methods  # noqa: E402,F401  (registration)
-import tasks  # noqa: E402,F401
 
 VARIANTS = ("plain", "pwe_moe_ls", "pwe_moe_epo", "ls_full")
 MODELS = ("vit-b32", "gpt2")

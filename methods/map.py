@@ -71,6 +71,8 @@ from tqdm import tqdm
 from bench.front import Front
 from bench.merge import task_arithmetic
 from bench.registry import METHODS, BenchError
+from methods import map_adaptive as ma
+from methods import map_search as mq
 from methods import map_surrogate as ms
 from methods.base import Method
 from bench.rays import ray_grid
@@ -167,11 +169,11 @@ class MAP(Method):
         Y = _scores(evaluator, suite, C, "val")
         rounds = []
         if self.adaptive:
-            bins = self.bins or ms.default_bins(T)
+            bins = self.bins or ma.default_bins(T)
             for it in range(self.iterations):
                 ridges = [self._quality(C, Y[:, t], link, seed)["ridge"] for t in range(T)]
                 err = ms.loo_squared_errors(C, Y, link, ridges)
-                new, probs = ms.adaptive_points(C, err, batch, rng, bins=bins, temperature=self.temperature,
+                new, probs = ma.adaptive_points(C, err, batch, rng, bins=bins, temperature=self.temperature,
                                                 radius=tuple(self.radius), bounds=(lo, hi))
                 rounds.append({"round": it + 1, "points": int(len(new)), "mean_loo_sq_error": float(err.mean()),
                                "max_bin_probability": float(probs.max())})
@@ -184,11 +186,11 @@ class MAP(Method):
             surrogates.append(ms.fit_quadratic(C, Y[:, t], link, q["ridge"]))
             fit[task] = {**q, "coef": surrogates[t].coef.tolist()}
 
-        Xp, Fp, algo = ms.search_front(surrogates, obj, tuple(self.bounds), pop_size=self.pop_size,
+        Xp, Fp, algo = mq.search_front(surrogates, obj, tuple(self.bounds), pop_size=self.pop_size,
                                        generations=self.generations, algorithm=self.algorithm, seed=seed,
                                        polish=self.polish)
         pred = np.column_stack([s.predict(Xp) for s in surrogates])     # the metric's own direction
-        chosen = ms.spread_subset(Fp, self.reevaluate)
+        chosen = mq.spread_subset(Fp, self.reevaluate)
         real = [_evaluate(evaluator, suite, lam, "test") for lam in tqdm(Xp[chosen], desc="map: test", leave=False)]
 
         other = "loss" if obj == "accuracy" else "accuracy"
@@ -226,21 +228,21 @@ class MAP(Method):
             values = list(ft)
             stages = []
             for stage in range(T - 1):
-                i, j = ms.closest_pair(values)
+                i, j = mq.closest_pair(values)
                 (A, wA), (B, wB) = groups[i], groups[j]
                 lams = D[:, :1] * wA + D[:, 1:] * wB                  # [n, T] on the original task vectors
                 Y = _scores(evaluator, suite, lams, "val")
-                gA, gB = ms.group_weights(r, A), ms.group_weights(r, B)
+                gA, gB = mq.group_weights(r, A), mq.group_weights(r, B)
                 G = np.column_stack([Y[:, A] @ gA, Y[:, B] @ gB])     # each group's r-weighted metric
                 key = (tuple(np.round(lams, 12).ravel()), tuple(np.round(G, 15).ravel()))
                 if key not in searched:                                # same pair and targets: same front
                     cv = [self._quality(D, G[:, k], link, seed) for k in range(2)]
                     sur = [ms.fit_quadratic(D, G[:, k], link, cv[k]["ridge"]) for k in range(2)]
-                    searched[key] = cv, ms.search_front(sur, obj, tuple(self.bounds), pop_size=self.pop_size,
+                    searched[key] = cv, mq.search_front(sur, obj, tuple(self.bounds), pop_size=self.pop_size,
                                                         generations=self.generations, algorithm="nsga2",
                                                         seed=seed, polish=self.polish)[:2]
                 cv, (Xp, Fp) = searched[key]
-                k = ms.pick_by_preference(Fp, [np.sum(r[A]), np.sum(r[B])])
+                k = mq.pick_by_preference(Fp, [np.sum(r[A]), np.sum(r[B])])
                 a, b = Xp[k]
                 w = a * wA + b * wB
                 members = sorted(A + B)
@@ -248,7 +250,7 @@ class MAP(Method):
                 values = [v for m, v in enumerate(values) if m not in (i, j)]
                 if stage < T - 2:      # the merged group's metric pairs the next stage; the last one goes to test
                     values.append(float(_scores(evaluator, suite, w[None], "val")[0, members]
-                                        @ ms.group_weights(r, members)))
+                                        @ mq.group_weights(r, members)))
                 stages.append({"pair": ["+".join(names[m] for m in A), "+".join(names[m] for m in B)],
                                "c": [float(a), float(b)], "r2": [c["r2"] for c in cv],
                                "rmse": [c["rmse"] for c in cv]})

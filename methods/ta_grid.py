@@ -43,14 +43,14 @@ class TAGrid(Method):
     paper = "Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023"
     url = "https://arxiv.org/abs/2212.04089"
 
-    mode: Literal["shared", "grid", "simplex"] = "shared"
+    mode: Literal["shared", "grid", "simplex"] = "shared"   # one λ for all tasks | per-task grid | λ = s·d on the simplex
     points: int = 11            # per axis (shared, grid)
-    lo: float = 0.0
+    lo: float = 0.0             # grid bounds (shared, grid)
     hi: float = 1.0
     max_points: int = 2000      # grid: points per axis shrink with T to stay under this
     partitions: int = 10        # simplex: das-dennis partitions
     scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])  # simplex: Σλ values
-    split: Literal["val", "test"] = "test"
+    split: Literal["val", "test"] = "test"     # the split every point is scored on
 
     def __post_init__(self):
         if self.points < 2:

@@ -1,6 +1,21 @@
-"""Task suites; each module registers itself in bench.registry.SUITES (explicit imports)."""
-from tasks import toy  # noqa: F401
-from tasks import tiny_clip  # noqa: F401
-from tasks import tiny_gpt2  # noqa: F401
-from tasks import clip  # noqa: F401
-from tasks import gpt2_glue  # noqa: F401
+"""Task suites, one module per family. Declared here (nothing is imported until a suite is used);
+each module registers its class with `@SUITES.register(name)`.
+
+    >>> from bench.registry import SUITES
+    >>> SUITES.build("toy-quadratic", num_tasks=3).tasks
+    ['task0', 'task1', 'task2']
+"""
+from bench.registry import SUITES
+
+_CLIP = ("CLIP {}: vision tower fine-tuned on sun397, stanford-cars, resisc45, eurosat, svhn, gtsrb, mnist, dtd "
+         "(hub or local; zero-shot heads; weights=random for benchmarks)")
+SUITES.declare("toy-quadratic", "tasks.toy", "analytic quadratic losses, closed-form Pareto front (T = 2..8)")
+SUITES.declare("tiny-clip", "tasks.tiny_clip",
+               "tiny CLIPVisionModel (32 px, width 64, 4 layers) on 7 procedural image tasks, built offline")
+SUITES.declare("tiny-gpt2", "tasks.tiny_gpt2",
+               "tiny GPT2ForSequenceClassification (width 64, 2 layers) on 5 templated text tasks, built offline")
+SUITES.declare("clip-vit-b32", "tasks.clip", _CLIP.format("ViT-B/32"))
+SUITES.declare("clip-vit-b16", "tasks.clip", _CLIP.format("ViT-B/16"))
+SUITES.declare("clip-vit-l14", "tasks.clip", _CLIP.format("ViT-L/14"))
+SUITES.declare("gpt2-glue", "tasks.gpt2_glue", "GPT-2 body fine-tuned on GLUE cola, mnli, mrpc, qnli, qqp, rte, sst2 "
+               "(hub or local; per-task score heads; weights=random for benchmarks)")

@@ -10,9 +10,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PARETOBENCH_CACHE", str(ROOT / ".cache" / "test-suites"))
 
-import methods  # noqa: E402,F401  (registration)
-import tasks  # noqa: E402,F401
-
 
 @pytest.fixture
 def out(tmp_path) -> Path:

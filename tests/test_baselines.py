@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.check import BASELINES, cmd_check, compare, load_baselines, target
-from bench.cli import prevalidate
+from bench.check import BASELINES, compare, load_baselines, target
+from bench.cli import main
+from bench.config import compose
 from bench.registry import METHODS, SUITES
 
 NAMES = sorted(p.stem for p in BASELINES.glob("*.json"))
@@ -38,7 +39,7 @@ def test_no_orphan_baseline(name):
     method, suite = target(b)
     assert method in METHODS.names(), f"{name}: unknown method {method!r}"
     assert suite in SUITES.names(), f"{name}: unknown suite {suite!r}"
-    prevalidate(b["overrides"])                                  # every override key still exists
+    compose(b["overrides"])                                      # every override key and value still valid
     assert b.get("entries"), f"{name}: no expected values; run `python -m bench check --update only={name}`"
     for key, e in b["entries"].items():
         assert set(e) == {"expected", "abs", "rel"} and e["abs"] >= 0 and e["rel"] >= 0, (name, key)
@@ -46,7 +47,7 @@ def test_no_orphan_baseline(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_baseline_reproduces(name, capsys):
-    assert cmd_check([f"only={name}"]) == 0, capsys.readouterr().out
+    assert main(["check", f"only={name}"]) == 0, capsys.readouterr().out
 
 
 def test_tolerance_rule():

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
-from bench.cli import CONF, main
-from bench.config import schema
+from bench.cli import main
+from bench.config import compose, defaults, schema
 from bench.registry import METHODS, SUITES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ def test_run_writes_a_complete_record(out, capsys):
     for key in ("schema", "suite", "tasks", "method", "seed", "config", "objective", "ref_point", "references",
                 "points", "indicators", "cost", "env"):
         assert key in rec
-    assert rec["schema"] == 1 and rec["objective"] == "loss" and rec["tasks"] == ["task0", "task1"]
+    assert rec["schema"] == 2 and rec["objective"] == "loss" and rec["tasks"] == ["task0", "task1"]
     assert set(rec["indicators"]) >= {"hv", "gd", "igd", "igd_plus", "n_points", "n_nondominated"}
     assert set(rec["cost"]) >= {"wall_s", "evaluations", "train_steps", "trainable_params", "peak_mem_mb"}
     assert set(rec["env"]) >= {"git", "python", "torch", "device"}
@@ -40,7 +41,6 @@ def test_run_writes_a_complete_record(out, capsys):
     p = rec["points"][0]
     assert set(p) >= {"x", "metrics", "split", "nondominated"} and p["split"] == "test"
     assert set(rec["references"]) == {"pretrained", "finetuned"}
-    run_dir = Path(rec["_path"]) if "_path" in rec else None
     d = next(out.glob("toy-quadratic/ta_grid/*"))
     assert sorted(f.name for f in d.iterdir()) == ["config.yaml", "front.csv", "record.json"]
     assert len((d / "front.csv").read_text().splitlines()) == 12
@@ -91,7 +91,7 @@ def test_multirun_writes_one_record_per_method(out):
     (["tasks.num_tasks=9"], "tasks.num_tasks=9 is out of range; valid: 2..8"),
     (["method.mode=diagonal"], "unknown value for method.mode: 'diagonal'; valid choices: shared, grid, simplex"),
     (["method.points=many"], "method.points='many' must be of type int"),
-    (["sed=1"], "unknown override 'sed' (did you mean 'seed'?)"),
+    (["sed=1"], "unknown setting 'sed' (did you mean 'seed'?)"),
     (["device=tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, out, capsys):
@@ -120,25 +120,22 @@ def test_ls_lists_every_method_and_suite(capsys):
 
 
 @pytest.mark.parametrize("group,registry", [("method", METHODS), ("tasks", SUITES)])
-def test_every_registry_entry_has_a_config_listing_its_schema(group, registry):
-    files = {p.stem for p in (CONF / group).glob("*.yaml")}
-    assert files == set(registry.names())
+def test_every_default_comes_from_the_constructor(group, registry, capsys):
+    """The composed config of every registry entry holds exactly its constructor's options and
+    defaults (bound variant arguments excluded); `bench ls name=X` lists each of them."""
     for name in registry.names():
-        cfg = yaml.safe_load((CONF / group / f"{name}.yaml").read_text())
-        assert cfg.pop("name") == name
         entry = registry.entry(name)
-        params = {k: p for k, p in schema(entry.obj).items() if k not in entry.defaults}
-        assert set(cfg) == set(params), f"{group}/{name}.yaml keys differ from the constructor"
-        for k, v in cfg.items():
-            assert v == default_of(entry.obj, k, params[k]), f"{group}/{name}.yaml: {k}"
+        cfg = compose([f"{group}={name}"])[group]
+        node = {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "name"}
+        assert cfg.name == name and node == defaults(entry.obj, entry.defaults)
+        assert set(node) == set(schema(entry.obj)) - set(entry.defaults)
+        assert main(["ls", f"name={name}"]) == 0
+        listed = capsys.readouterr().out
+        assert all(f"  {k}=" in listed for k in node), name
 
 
-def default_of(cls, key, param):
-    import dataclasses
-
-    if dataclasses.is_dataclass(cls):
-        f = {f.name: f for f in dataclasses.fields(cls)}[key]
-        if f.default_factory is not dataclasses.MISSING:
-            return f.default_factory()
-    d = param.default
-    return list(d) if isinstance(d, tuple) else d
+def test_the_default_experiment_is_a_preset_of_tiny_clip():
+    cfg = compose([])
+    assert cfg.tasks.name == "tiny-clip" and list(cfg.tasks.names) == ["digits", "dots"]
+    assert compose(["tasks.names=[letters,colour]"]).tasks.names == ["letters", "colour"]
+    assert compose(["tasks=tiny-clip"]).tasks.names is None                # all seven tasks

@@ -65,8 +65,7 @@ def test_gd_igd_igdplus_against_brute_force():
     A = rng.uniform(0, 1, size=(15, 2))
     Z = rng.uniform(0, 1, size=(40, 2))
     d = np.linalg.norm(A[:, None] - Z[None], axis=-1)
-    ctx = indicators.Context(ref_point=np.ones(2), pf=Z)
-    out = indicators.compute_all(A, ctx)
+    out = indicators.compute(indicators.Context(A, ref_point=np.ones(2), pf=Z))
     assert out["gd"] == pytest.approx(d.min(axis=1).mean(), rel=1e-12)
     assert out["igd"] == pytest.approx(d.min(axis=0).mean(), rel=1e-12)
     plus = np.linalg.norm(np.maximum(A[:, None] - Z[None], 0), axis=-1)    # d+(z, a) = ‖max(a − z, 0)‖
@@ -76,10 +75,32 @@ def test_gd_igd_igdplus_against_brute_force():
 
 def test_igd_is_zero_on_the_reference_front_and_none_without_one():
     Z = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
-    out = indicators.compute_all(Z, indicators.Context(ref_point=np.full(2, 2.0), pf=Z))
+    out = indicators.compute(indicators.Context(Z, ref_point=np.full(2, 2.0), pf=Z))
     assert out["igd"] == 0 and out["igd_plus"] == 0 and out["gd"] == 0
-    out = indicators.compute_all(Z, indicators.Context(ref_point=np.full(2, 2.0)))
+    out = indicators.compute(indicators.Context(Z, ref_point=np.full(2, 2.0)))
     assert out["igd"] is None and out["gd"] is None
+
+
+def test_indicator_registry_metadata_and_what_a_record_stores():
+    """Every indicator declares its direction and whether it needs a reference front; a record
+    stores IGD-type indicators only where the suite's front is analytic (not pooled over runs)."""
+    from bench.registry import INDICATORS
+
+    needs_pf = {n for n in INDICATORS.names() if INDICATORS.get(n).needs_pf}
+    assert needs_pf == {"gd", "igd", "igd_plus"}
+    assert INDICATORS.get("hv").higher_is_better and not INDICATORS.get("igd_plus").higher_is_better
+    assert set(indicators.per_record(analytic=True)) == set(INDICATORS.names())
+    assert set(indicators.per_record(analytic=False)) == set(INDICATORS.names()) - needs_pf
+
+
+def test_normalized_hv_by_hand():
+    """HV of 1 − acc/acc_ft: a point at each task's fine-tuned accuracy has normalised error 0."""
+    F = np.array([[0.2, 0.4]])                         # errors → accuracies 0.8, 0.6
+    ctx = indicators.Context(F, ref_point=np.ones(2), objective="accuracy", finetuned=np.array([0.8, 0.75]))
+    out = indicators.compute(ctx, ["hv", "hv_normalized"])
+    assert out["hv"] == pytest.approx(0.8 * 0.6) and out["hv_normalized"] == pytest.approx(1.0 * 0.8)
+    assert indicators.compute(indicators.Context(F, np.ones(2), objective="loss"), ["hv_normalized"]) == {
+        "hv_normalized": None}
 
 
 def test_minimization_sign_flip_happens_once_in_front():

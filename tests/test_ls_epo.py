@@ -16,7 +16,8 @@ import scipy.optimize
 import torch
 from scipy.stats import entropy
 
-from bench.cli import compose, main as cli
+from bench.cli import main as cli
+from bench.config import compose
 from bench.evaluator import Evaluator
 from bench.merge import task_arithmetic
 from bench.registry import METHODS, SUITES, BenchError

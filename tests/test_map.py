@@ -16,6 +16,8 @@ from bench.cli import main as cli
 from bench.evaluator import Evaluator
 from bench.merge import task_arithmetic
 from bench.registry import METHODS, SUITES, BenchError
+from methods import map_adaptive as ma
+from methods import map_search as mq
 from methods import map_surrogate as ms
 
 
@@ -88,19 +90,19 @@ def test_adaptive_and_nested_helpers():
     pairing and the preference pick follow the authors' rules."""
     rng = np.random.default_rng(0)
     C = rng.uniform(size=(50, 4))
-    phi, r = ms.to_hyperspherical(C)
+    phi, r = ma.to_hyperspherical(C)
     assert (phi >= 0).all() and (phi <= np.pi / 2).all()
-    np.testing.assert_allclose(ms.from_hyperspherical(phi, r), C, atol=1e-12)
+    np.testing.assert_allclose(ma.from_hyperspherical(phi, r), C, atol=1e-12)
     C2 = rng.uniform(size=(40, 2))
-    phi2, _ = ms.to_hyperspherical(C2)
-    err = np.where(ms.bin_index(phi2, 4) == 3, 1.0, 0.01)        # large errors in the last angular bin
-    new, probs = ms.adaptive_points(C2, err, 200, rng, bins=4, temperature=0.07, radius=(0.2, 0.8))
+    phi2, _ = ma.to_hyperspherical(C2)
+    err = np.where(ma.bin_index(phi2, 4) == 3, 1.0, 0.01)        # large errors in the last angular bin
+    new, probs = ma.adaptive_points(C2, err, 200, rng, bins=4, temperature=0.07, radius=(0.2, 0.8))
     assert probs.argmax() == 3 and probs[3] > 0.99
     assert new.shape == (200, 2) and (np.linalg.norm(new, axis=1) <= 0.8 + 1e-12).all()
-    assert (ms.bin_index(ms.to_hyperspherical(new)[0], 4) == 3).mean() > 0.95
-    assert ms.closest_pair([0.9, 0.5, 0.88, 0.1]) == (0, 2)
-    assert ms.pick_by_preference(np.array([[0.1, 0.9], [0.5, 0.5], [0.9, 0.1]]), [1.0, 0.0]) == 0
-    np.testing.assert_allclose(ms.group_weights(np.array([0.0, 0.2, 0.6, 0.2]), [1, 2]), [0.25, 0.75])
+    assert (ma.bin_index(ma.to_hyperspherical(new)[0], 4) == 3).mean() > 0.95
+    assert mq.closest_pair([0.9, 0.5, 0.88, 0.1]) == (0, 2)
+    assert mq.pick_by_preference(np.array([[0.1, 0.9], [0.5, 0.5], [0.9, 0.1]]), [1.0, 0.0]) == 0
+    np.testing.assert_allclose(mq.group_weights(np.array([0.0, 0.2, 0.6, 0.2]), [1, 2]), [0.25, 0.75])
 
 
 # ---- toy-quadratic: exact surrogate, the analytic TA front ------------------------------------

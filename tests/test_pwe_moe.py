@@ -19,7 +19,8 @@ from transformers.models.gpt2.modeling_gpt2 import GPT2MLP, GPT2Attention
 from bench.cli import main as cli
 from bench.merge import stack_task_vectors, task_arithmetic
 from bench.registry import METHODS, BenchError
-from methods.pwe_moe import PWEMoEModel, Routers, module_groups, router_param_count, unload
+from methods.pwe_moe import Routers, module_groups, router_param_count, unload
+from tests.pwe_moe_oracle import PWEMoEModel, sequential_router
 from methods.pwe_moe.trainer import build_plan, router_step, train_routers
 from tasks.base import ModelSuite
 from tasks.models import backbone_params, clip_vision_features, gpt2_features
@@ -88,7 +89,7 @@ def test_routers_are_the_papers_mlps():
     r = torch.tensor([[0.2, 0.5, 0.3], [1.0, 0.0, 0.0]])
     out = routers(r)                                                       # [B, M, T]
     for m in (0, 57, M - 1):
-        seq = routers.as_sequential(m)
+        seq = sequential_router(routers, m)
         assert isinstance(seq[0], nn.Linear) and seq[0].weight.shape == (2 * T, T)
         assert torch.allclose(out[:, m], seq(r), atol=1e-7)
     assert torch.equal(routers.b1, torch.zeros(M, 2 * T))
@@ -191,6 +192,11 @@ def test_unloaded_dense_model_equals_trained_moe(kind):
     out_moe = model_output(moe.set_preference(ray), inputs)
     assert float((model_output(dense.eval(), inputs) - out_moe).abs().max()) <= 1e-5
     assert float((model_output(moe.unload(ray).eval(), inputs) - out_moe).abs().max()) <= 1e-5
+    # the documented usage: unloading leaves the MoE usable (unload again, run again)
+    other = [0.8, 0.2]
+    again = model_output(moe.unload(other).eval(), inputs)
+    assert float((again - model_output(moe.set_preference(other), inputs)).abs().max()) <= 1e-5
+    assert float((model_output(moe.set_preference(ray), inputs) - out_moe).abs().max()) <= 1e-6
     # the flat training path (suite.features through functional_call) agrees too
     with torch.no_grad():
         feats = suite.features(plan.merge(routers(torch.tensor(ray))), {**inputs})
@@ -244,12 +250,12 @@ def test_toy_front_lies_on_the_task_arithmetic_front(out):
     """On toy-quadratic with upscale=all (one router over the whole parameter vector), every point of
     the front is close to the closed-form TA-subspace front (NNLS, tasks/toy.py); upscale=mlp has
     nothing to upscale there and says so."""
-    from bench.record import record_F
+    from bench.record import RunRecord
     from bench.registry import SUITES
 
     assert cli(["run", "method=pwe_moe_ls", "tasks=toy-quadratic", "method.upscale=all", f"out={out}"]) == 0
-    rec = json.loads(next(out.glob("toy-quadratic/pwe_moe_ls/*/record.json")).read_text())
-    F = record_F(rec)
+    path = next(out.glob("toy-quadratic/pwe_moe_ls/*/record.json"))
+    rec, F = json.loads(path.read_text()), RunRecord.from_json(path.read_text()).F_included
     pf = SUITES.build("toy-quadratic").true_front(space="ta")
     gd = np.sqrt(((F[:, None] - pf[None]) ** 2).sum(-1)).min(axis=1)
     print(f"toy: GD to the TA front mean {gd.mean():.2e} max {gd.max():.2e}")

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 
 from bench import indicators
-from bench.check import cmd_check
-from bench.cli import compose, main
+from bench.cli import main
+from bench.config import compose
 from bench.plots import make_figures
-from bench.record import load_records, write_run
-from bench.report import cmd_table, table_text
+from bench.record import RunRecord, load_records, write_run
+from bench.report import table_text
 from bench.run import run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +31,10 @@ def run_quiet(out: Path, *overrides: str) -> dict:
     with contextlib.redirect_stdout(io.StringIO()):
         path = run(cfg)
     return json.loads(Path(path).read_text())
+
+
+def cmd_check(argv: list[str]) -> int:
+    return main(["check", *argv])
 
 
 def table(out: Path, fmt: str = "md", tasks: str | None = None) -> str:
@@ -65,7 +69,7 @@ def synthetic_record(method: str, seed: int, acc: np.ndarray, *, paper: str, wei
     F = 1.0 - acc
     pts = [{"x": {"i": float(i)}, "metrics": {t: {"loss": None, "accuracy": float(acc[i, j])} for j, t in enumerate(SYN_TASKS)},
             "split": "test", "nondominated": False, "include": True} for i in range(len(acc))]
-    ind = indicators.compute_all(F, indicators.Context(ref_point=np.ones(2), pf=None))
+    ind = indicators.compute(indicators.Context(F, ref_point=np.ones(2)), ["hv", "n_points", "n_nondominated"])
     ft = {"a": 0.9, "b": 0.8}
     ind["hv_normalized"] = indicators.hypervolume(1.0 - acc / np.array([ft["a"], ft["b"]]), np.ones(2))[0]
     return {"schema": 1, "suite": "synthetic", "suite_key": "synthetic@1:0123456789", "suite_version": "1",
@@ -91,8 +95,8 @@ def synthetic(out):
                              if m == "ta_grid" else "Doe & Roe, A Method, 2099", evaluations=10 if m == "ta_grid" else 3)
             for (m, s), a in accs.items()]
     recs.append(synthetic_record("randm", 0, np.full((2, 2), 0.99), paper="", weights="random"))
-    for r in recs:
-        write_run(out, r, "x: 1\n")
+    for r in recs:          # schema-1 records (as an earlier version wrote them), read as RunRecords
+        write_run(out, RunRecord.from_json(json.dumps(r)), "x: 1\n")
     return accs
 
 
@@ -171,7 +175,6 @@ def test_latex_is_a_booktabs_body(out, synthetic):
 
 
 def test_analytic_igd_plus_and_config_rows(out):
-    import tasks  # noqa: F401
     from bench.registry import SUITES
 
     a = run_quiet(out, "method=ta_grid", "method.mode=shared")
@@ -190,7 +193,7 @@ def test_analytic_igd_plus_and_config_rows(out):
     assert grid["n"] == 2 and grid["hv_std"] == 0.0 and grid["seeds"] == "0,1"
     assert (csv["igd_ref_kind"] == "analytic").all() and (csv["igd_ref_hash"] == c["igd_ref"]["hash"]).all()
     md = table(out, "md")
-    assert f"analytic Pareto front of toy-quadratic" in md and f"{len(pf)} points, hash {c['igd_ref']['hash']}" in md
+    assert "analytic Pareto front of toy-quadratic" in md and f"{len(pf)} points, hash {c['igd_ref']['hash']}" in md
 
 
 def test_table_cli_errors(out, synthetic, capsys):
@@ -199,7 +202,7 @@ def test_table_cli_errors(out, synthetic, capsys):
     assert main(["table", f"out={out}", "format=html"]) == 2
     assert "valid choices: md, latex, csv" in capsys.readouterr().err
     assert main(["table", f"out={out / 'empty'}"]) == 2
-    assert cmd_table([f"out={out}", "format=csv"]) == 0
+    assert main(["table", f"out={out}", "format=csv"]) == 0
     assert capsys.readouterr().out.startswith("suite,suite_key,tasks,")
 
 
@@ -290,6 +293,6 @@ def test_check_into_keeps_records_per_seed(tmp_path, capsys, monkeypatch):
     shutil.copy(ROOT / "results" / "baselines" / "ta_grid-toy-quadratic-2t-shared.json", tmp_path / "b.json")
     assert cmd_check([f"baselines={tmp_path}", f"into={tmp_path / 'runs'}", "seeds=[3]"]) == 0   # one process per run
     (rec,) = load_records(tmp_path / "runs")
-    assert rec["run_id"] == "b-s3" and rec["seed"] == 3 and rec["config"]["method"]["mode"] == "shared"
+    assert rec.run_id == "b-s3" and rec.seed == 3 and rec.config["method"]["mode"] == "shared"
     assert capsys.readouterr().out.strip().endswith("b-s3/record.json")
     assert len(calls) == 1 and "seed=3" in calls[0] and "seed=0" not in calls[0] and "device=cpu" in calls[0]

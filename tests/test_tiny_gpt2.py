@@ -229,18 +229,6 @@ def test_bad_names_and_sizes_fail_with_the_valid_choices():
         SUITES.build("tiny-gpt2", finetune_steps=0)
 
 
-def test_yaml_mirrors_the_constructor():
-    import inspect
-
-    from omegaconf import OmegaConf
-
-    conf = OmegaConf.to_container(OmegaConf.load(ROOT / "bench" / "conf" / "tasks" / "tiny-gpt2.yaml"))
-    params = inspect.signature(tiny_gpt2.TinyGPT2).parameters
-    assert conf.pop("name") == "tiny-gpt2"
-    assert conf == {k: p.default for k, p in params.items()}
-    assert {k: conf[k] for k in tiny_gpt2.DEFAULT_SIZES} == tiny_gpt2.DEFAULT_SIZES
-
-
 def test_text_generation_is_deterministic_and_labels_follow_the_slots():
     x1, y1 = generate("agreement", 60, seed=3)
     x2, y2 = generate("agreement", 60, seed=3)

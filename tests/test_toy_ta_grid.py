@@ -82,7 +82,7 @@ def test_ta_grid_igd_falls_as_grid_gets_denser_and_never_beats_the_true_front(T)
         front = TAGrid(mode="grid", points=k, lo=0.0, hi=1.5).approximate_front(suite, evaluator=ev, seed=0)
         assert ev.evaluations == k ** T                      # one evaluation per candidate, none twice
         F = front.to_minimization()
-        igds.append(indicators.compute_all(F, indicators.Context(np.full(T, 10.0), pf=ta_front))["igd"])
+        igds.append(indicators.compute(indicators.Context(F, np.full(T, 10.0), pf=ta_front), ["igd"])["igd"])
         for f in F:                                          # on or behind the true front
             assert not ((f <= pf - 1e-9).all(axis=1) & (f < pf - 1e-9).any(axis=1)).any()
         # the Evaluator's numbers are the closed-form losses of θ0 + Σ λ τ

@@ -11,4 +11,4 @@ class registered twice with its scalarizer bound per name, and the routers' save
 """
 from methods.pwe_moe.router import Routers, router_param_count  # noqa: F401
 from methods.pwe_moe.trainer import PWEMoE, load_state, unload  # noqa: F401  (registers pwe_moe_ls/epo)
-from methods.pwe_moe.upscale import MergePlan, PWEMoEModel, module_groups  # noqa: F401
+from methods.pwe_moe.upscale import MergePlan, module_groups  # noqa: F401

@@ -10,8 +10,8 @@
 Each router R_m is Linear(T, 2T) → ReLU → Linear(2T, T) with weights ~ N(0, 0.01²) (std 0.01, as
 the authors' `ParetoWeightEnsemblingModule`), first bias 0, last bias `init_lambda`, and no softmax:
 its outputs are the (unconstrained) task-arithmetic coefficients of that module. The M routers are
-stored stacked ([M, 2T, T] …) and evaluated with one batched matmul; `as_sequential(m)` rebuilds
-router m as a plain `nn.Sequential` (the tests check the two agree).
+stored stacked ([M, 2T, T] …) and evaluated with one batched matmul (the tests check each against
+the paper's plain `nn.Sequential`).
 """
 from __future__ import annotations
 
@@ -49,14 +49,3 @@ class Routers(nn.Module):
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def as_sequential(self, m: int) -> nn.Sequential:
-        """Router m as the paper's `nn.Sequential(Linear(T, 2T), ReLU(), Linear(2T, T))` (a copy)."""
-        T = self.num_tasks
-        seq = nn.Sequential(nn.Linear(T, 2 * T), nn.ReLU(), nn.Linear(2 * T, T)).to(self.w1)
-        with torch.no_grad():
-            seq[0].weight.copy_(self.w1[m])
-            seq[0].bias.copy_(self.b1[m])
-            seq[2].weight.copy_(self.w2[m])
-            seq[2].bias.copy_(self.b2[m])
-        return seq

@@ -244,13 +244,14 @@ class PWEMoE(Method):
         meta = {"scalarizer": self.scalarizer, "upscale": self.upscale, "init_lambda": self.init_lambda,
                 "upscaled_modules": plan.num_modules, "batch_size": batch_size, "lr": self.lr,
                 "lr_schedule": f"cosine to {LR_FLOOR}·lr", "router_file": ROUTER_FILE, "router_hash": tag,
-                **facts, "_files": {ROUTER_FILE: save_state(plan, routers, info)}}
+                **facts}
         if self.scalarizer == "epo":
             meta["epo_eps"] = self.epo_eps
         return Front(tasks=suite.tasks, objective=suite.objective, X=rays,
                      x_names=[f"ray[{t}]" for t in suite.tasks], metrics=metrics, split="test",
                      extras=extras, meta=meta,
-                     cost={"train_steps": self.steps, "trainable_params": n_params, "train_s": train_s})
+                     cost={"train_steps": self.steps, "trainable_params": n_params, "train_s": train_s},
+                     artifacts={ROUTER_FILE: save_state(plan, routers, info)})
 
 
 def _shown_modules(modules: list[str], k: int = 3) -> list[int]:

@@ -24,20 +24,17 @@ The patterns match module names only, so CLIPVisionModel and GPT2Model (Conv1D w
 included) go through the same code, with no per-architecture class. Parameters outside every
 upscaled block stay fixed at task arithmetic θ0 + init_lambda·Σ_i τ_i.
 
-Two views of the same upscaled model: `MergePlan` (flat parameter dicts: training, evaluation
-and export merge once per ray and run the suite's `functional_call` forward) and `PWEMoEModel`
-(the backbone module itself with each routed parameter parametrized by its router, unloaded with
-`torch.nn.utils.parametrize.remove_parametrizations`), which the tests hold against each other.
+`MergePlan` works on flat parameter dicts: training, evaluation and export merge once per ray and
+run the suite's `functional_call` forward. (tests/pwe_moe_oracle.py builds the same model a second
+way, as the backbone module with each routed parameter parametrized by its router, and the tests
+hold the two against each other.)
 """
 from __future__ import annotations
 
-import copy
 import re
 from typing import Iterable
 
 import torch
-from torch import nn
-from torch.nn.utils import parametrize
 
 from bench.merge import Params, task_arithmetic
 from bench.registry import BenchError
@@ -104,72 +101,3 @@ class MergePlan:
             # autograd keeps only views of τ (the backward is τ·∂L/∂θ, a [T] vector per tensor)
             out[p] = torch.addmv(t0.reshape(-1), tv.reshape(tv.shape[0], -1).t(), w[m].to(tv.dtype)).view(t0.shape)
         return out
-
-
-class _Ensemble(nn.Module):
-    """Parametrization of one routed tensor: θ0 ↦ θ0 + Σ_i w_{m,i} τ_i, w read from a shared cell."""
-
-    def __init__(self, task_vectors: torch.Tensor, module_index: int, cell: list):
-        super().__init__()
-        self.register_buffer("task_vectors", task_vectors.detach().clone())
-        self.module_index = module_index
-        self.cell = cell                                 # [w]: one merge per forward for all tensors
-
-    def forward(self, theta0: torch.Tensor) -> torch.Tensor:
-        w = self.cell[0][self.module_index]
-        return theta0 + torch.tensordot(w.to(self.task_vectors.dtype), self.task_vectors, dims=1)
-
-
-class PWEMoEModel(nn.Module):
-    """The upscaled backbone: routed parameters parametrized by their routers, the rest at TA.
-
-        moe = PWEMoEModel(suite.backbone, plan, routers)
-        moe.set_preference([0.3, 0.7]); out = moe(pixel_values=x)
-        dense = moe.unload([0.3, 0.7])            # a plain backbone module (save_pretrained-able)
-    """
-
-    def __init__(self, backbone: nn.Module, plan: MergePlan, routers: nn.Module):
-        super().__init__()
-        self.backbone = copy.deepcopy(backbone)
-        self.routers = routers
-        self.backbone.requires_grad_(False)
-        num_tasks = next(iter(plan.task_vectors.values())).shape[0]
-        self.preference = torch.full((num_tasks,), 1.0 / num_tasks)
-        self._cell = [routers(self.preference).detach()]
-        with torch.no_grad():
-            for name, value in plan.fixed.items():
-                _param(self.backbone, name).copy_(value)
-            for name, m in plan.index.items():
-                _param(self.backbone, name).copy_(plan.theta0[name])
-                owner, leaf = _split(self.backbone, name)
-                parametrize.register_parametrization(owner, leaf, _Ensemble(plan.task_vectors[name], m, self._cell))
-
-    def set_preference(self, ray) -> "PWEMoEModel":
-        self.preference = torch.as_tensor(ray, dtype=torch.float32)
-        return self
-
-    def forward(self, *args, **kwargs):
-        self._cell[0] = self.routers(self.preference.to(self.routers.b2.device))   # merge once, input-independent
-        with parametrize.cached():
-            return self.backbone(*args, **kwargs)
-
-    def unload(self, ray) -> nn.Module:
-        """A dense copy of the backbone merged at `ray`: no routers, no extra inference cost."""
-        with torch.no_grad():
-            self._cell[0] = self.routers(torch.as_tensor(ray, dtype=torch.float32).to(self.routers.b2.device))
-            dense = copy.deepcopy(self.backbone)
-            owners = [m for m in dense.modules() if parametrize.is_parametrized(m)]
-            for module in owners:
-                for leaf in list(module.parametrizations.keys()):
-                    parametrize.remove_parametrizations(module, leaf, leave_parametrized=True)
-        return dense
-
-
-def _split(root: nn.Module, name: str) -> tuple[nn.Module, str]:
-    owner, _, leaf = name.rpartition(".")
-    return (root.get_submodule(owner) if owner else root), leaf
-
-
-def _param(root: nn.Module, name: str) -> torch.Tensor:
-    owner, leaf = _split(root, name)
-    return getattr(owner, leaf)
