@@ -241,9 +241,9 @@ def spawn(cmd: list[str]) -> subprocess.CompletedProcess:
 def run_into(baselines: dict[str, dict], into: str, seeds: list[int] | None) -> int:
     """Run every baseline config (× seeds) into the results root `into`, one process each so that
     wall time and peak memory are each run's own; the records are kept (no comparison)."""
-    from bench.record import ensure_writable
+    from bench.record import check_writable
 
-    ensure_writable(into)
+    check_writable(into)
     for name, b in baselines.items():
         check_overrides(name, b["overrides"])
         base = [o for o in b["overrides"] if not o.startswith("seed=")]
@@ -274,11 +274,11 @@ def cmd_check(opts: dict) -> int:
         seeds = opts["seeds"]
         seeds = None if seeds is None else [int(s) for s in (seeds if isinstance(seeds, list) else [seeds])]
         return run_into(baselines, str(opts["into"]), seeds)
-    from tqdm import tqdm
+    from bench.progress import progress
 
     drifted, errors = [], []
-    for name, b in tqdm(baselines.items(), desc="bench check", unit="baseline", file=sys.stderr,
-                        disable=len(baselines) < 2):
+    for name, b in progress(baselines.items(), "bench check", total=len(baselines), every_item=True,
+                            unit="baseline", disable=len(baselines) < 2):
         try:
             record = run_baseline(name, b["overrides"])
         except Exception as e:   # one broken method must not hide the others' drift

@@ -12,6 +12,7 @@ one line on stderr and exit 2, without a traceback.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,12 +111,33 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
 )}
 
 
+class Terminated(BaseException):
+    """SIGTERM (e.g. a Slurm pre-emption), raised in the main thread so that every cleanup runs."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    name, rest = argv[0], argv[1:]
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _dispatch(argv[0], argv[1:])
+    except KeyboardInterrupt:
+        print("interrupted (SIGINT); an unfinished run keeps nothing", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("terminated (SIGTERM); an unfinished run keeps nothing", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(name: str, rest: list[str]) -> int:
     try:
         if name not in COMMANDS:
             raise BenchError(unknown_choice("command", name, list(COMMANDS)))

@@ -306,7 +306,11 @@ def compose(overrides: list[str]):
         cfg = _compose(config_name="run", overrides=list(overrides))
     settings(cfg)
     entry = SUITES.entry(cfg.tasks.name)          # building a suite loads it: types only, values when it runs
-    coerce_kwargs(entry.obj, {k: v for k, v in _plain(cfg.tasks).items() if k != "name"}, "tasks.")
+    kwargs = coerce_kwargs(entry.obj, {k: v for k, v in _plain(cfg.tasks).items() if k != "name"}, "tasks.")
+    names = kwargs.get("names")
+    if names is not None and len(names) < 2:
+        raise BenchError(f"tasks.names={list(names)} has {len(names)} task; a Pareto front needs at least 2, "
+                         f"e.g. tasks.names=[{', '.join([*names, '…'][:2])}]")
     build_from_config(METHODS, cfg.method, "method")   # a method is a small dataclass: its values too
     return cfg
 

@@ -82,7 +82,7 @@ class Evaluator:
     def _score(self, params: Params, task: str, split: str) -> dict[str, Any]:
         suite = self.suite
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct, n, has_acc = torch.zeros((), dtype=torch.int64, device=self.device), 0, True
+        correct, n, has_acc = torch.zeros((), dtype=torch.float64, device=self.device), 0, True
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp
                     else contextlib.nullcontext())
         for raw in self._batches(task, split):
@@ -97,7 +97,7 @@ class Evaluator:
             n += k
         if n == 0:
             raise BenchError(f"task {task!r} has no {split} examples")
-        return {"loss": float(loss_sum) / n, "accuracy": int(correct) / n if has_acc else None}
+        return {"loss": float(loss_sum) / n, "accuracy": float(correct) / n if has_acc else None}
 
     def _batches(self, task: str, split: str) -> list[dict[str, torch.Tensor]]:
         """Stored (compact, e.g. uint8) batches, moved to the device once per task+split;

@@ -224,7 +224,7 @@ def reference_front(records: list) -> RefFront:
         return RefFront("analytic", pf, front_hash(pf), len(pf),
                         f"analytic Pareto front of {first.suite} (closed form, rebuilt from the suite registry)")
     P = np.vstack([r.F_included for r in records]) if records else np.zeros((0, 0))
-    P = P[np.isfinite(P).all(axis=1)]
+    P = np.unique(P[np.isfinite(P).all(axis=1)], axis=0)   # a repeated run adds no weight to its points
     pf = P[nondominated_mask(P)] if len(P) else None
     return RefFront("pooled", pf, front_hash(pf), 0 if pf is None else len(pf),
                     f"non-dominated union of the {len(records)} records of this suite key")

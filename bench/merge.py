@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
+import numpy as np
 import torch
 
 Params = dict[str, torch.Tensor]
@@ -18,7 +19,9 @@ Params = dict[str, torch.Tensor]
 
 def task_arithmetic(theta0: Params, task_vectors: Params, lam: Sequence[float] | torch.Tensor) -> Params:
     """θ(λ) = θ0 + Σ_i λ_i τ_i. `lam` may require grad (layerwise/taskwise training)."""
-    lam_t = torch.as_tensor(lam)
+    # a list or array keeps its float64 values until it meets each parameter's dtype (a float32
+    # tensor made from the list first would put float64 suites' λ off by ~1e-8)
+    lam_t = lam if isinstance(lam, torch.Tensor) else torch.as_tensor(np.asarray(lam, dtype=np.float64))
     out = {}
     for name, t0 in theta0.items():
         tv = task_vectors[name]

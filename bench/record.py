@@ -20,15 +20,18 @@
 A record is frozen: X and F (minimization form, `bench.front.to_minimization`) are computed once
 when it is made from a Front or read from JSON, and every consumer (indicators, tables, plots,
 checks, export) reads them from here. Files a method leaves (its `Front.artifacts`) are written
-beside record.json and listed in `artifacts`; they never pass through the JSON. The directory is
-assembled under a hidden temporary name and renamed into place, so a crash or a full disk never
-leaves a partial record behind. Schema 2 (this one) stores only indicators that depend on the run
+beside record.json and listed in `artifacts`; they never pass through the JSON. A run claims its
+directory when it starts (`claim`: a second run with the same run_id fails at once), writes every
+file atomically and record.json last: a directory without record.json is never read as a record,
+and a run that fails or is interrupted removes its directory. Schema 2 (this one) stores only indicators that depend on the run
 alone; version-1 records (which also stored IGD against a pooled front) are still read.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import os
@@ -45,6 +48,7 @@ from bench.registry import BenchError
 
 SCHEMA = 2
 READABLE = (1, 2)
+LOCK = ".lock"            # held by the process writing a run directory
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,14 @@ class RunRecord:
     # ---- making one -------------------------------------------------------------------------
     @classmethod
     def from_front(cls, front: Front, **fields: Any) -> "RunRecord":
-        """The record of `front`; `fields` fill the rest (suite, method, ref_point, seed, …)."""
+        """The record of `front`; `fields` fill the rest (suite, method, ref_point, seed, …). Points
+        whose training diverged (`extras["diverged"]`) or whose metrics are not finite are kept,
+        flagged, and excluded from the indicators (`excluded` counts them)."""
         F = front.to_minimization()
+        include = front.include & ~_diverged(front.extras) & np.isfinite(F).all(axis=1)
         return cls(tasks=tuple(front.tasks), objective=front.objective, X=front.X, x_names=tuple(front.x_names),
-                   F=F, metrics=tuple(front.metrics), split=tuple(front.split), include=front.include,
-                   nondominated=_nondominated(F, front.include), extras=tuple(front.extras),
+                   F=F, metrics=tuple(front.metrics), split=tuple(front.split), include=include,
+                   nondominated=_nondominated(F, include), extras=tuple(front.extras),
                    artifacts=tuple(sorted(front.artifacts)),
                    **{k: (np.asarray(v, dtype=float) if k == "ref_point" else v) for k, v in fields.items()})
 
@@ -101,6 +108,14 @@ class RunRecord:
     def F_included(self) -> np.ndarray:
         """[m, T] minimization-space objectives of the points that count for indicators."""
         return self.F[self.include]
+
+    def excluded(self) -> dict[str, int]:
+        """Points that would count but do not: diverged training, non-finite metrics."""
+        candidates = ~np.array([e.get("kind") == "predicted" for e in self.extras], dtype=bool) \
+            if self.extras else np.ones(len(self.F), dtype=bool)
+        diverged = _diverged(self.extras) & candidates
+        nonfinite = ~np.isfinite(self.F).all(axis=1) & candidates & ~diverged
+        return {"n_diverged": int(diverged.sum()), "n_nonfinite": int(nonfinite.sum())}
 
     @property
     def values(self) -> np.ndarray:
@@ -136,7 +151,8 @@ class RunRecord:
         return d
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, default=_json_default, allow_nan=True) + "\n"
+        """Standard JSON: a non-finite number (a diverged loss) is written as null."""
+        return json.dumps(_finite(self.to_dict()), indent=1, default=_json_default, allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str, path: Path | None = None) -> "RunRecord":
@@ -182,6 +198,23 @@ class RunRecord:
         return buf.getvalue()
 
 
+def _diverged(extras) -> np.ndarray:
+    return np.array([bool(e.get("diverged")) for e in extras], dtype=bool)
+
+
+def _finite(obj):
+    """`obj` with every non-finite float (and numpy scalar or array element) replaced by None."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
 def _nondominated(F: np.ndarray, include: np.ndarray) -> np.ndarray:
     """Non-dominated within the included points, and within the others (e.g. MAP's predictions)."""
     from bench.indicators import nondominated_mask
@@ -204,24 +237,41 @@ def _json_default(o):
 
 
 # ---- files ---------------------------------------------------------------------------------------
-def ensure_writable(out: str | os.PathLike) -> Path:
-    """Create the results root if needed and prove it is writable, before any work is done."""
+def check_writable(out: str | os.PathLike) -> Path:
+    """The results root `out` can be written: it is (or its nearest existing parent is) a writable
+    directory. Nothing is created; a run makes its directory only when it starts."""
     out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe-"):
-            pass
-    except OSError as e:
-        raise BenchError(f"out={str(out)!r} is not writable ({e.strerror or e})") from None
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BenchError(f"out={str(out)!r} is not writable ({str(probe)!r} is not a directory)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchError(f"out={str(out)!r} is not writable (no write permission on {str(probe)!r})")
     return out
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()     # what open() would give; mkstemp's files are private (0600)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `path` through a temporary sibling, fsync and rename: readers see all of it or none."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -230,24 +280,49 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def write_run(out: Path, record: RunRecord, config_yaml: str, artifacts: dict[str, bytes] | None = None) -> Path:
-    """record.json, front.csv, config.yaml and the artifacts, atomically; returns record.json's path."""
-    final = Path(out) / record.suite / record.method / record.run_id
-    if final.exists():
-        raise BenchError(f"run directory {str(final)!r} already exists; choose another run_id")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{record.run_id}-"))
+def run_directory(out: str | os.PathLike, suite: str, method: str, run_id: str) -> Path:
+    return Path(out) / suite / method / run_id
+
+
+@contextlib.contextmanager
+def claim(directory: Path) -> Iterator[Path]:
+    """Make the run's directory before any work, so that two runs with the same run_id learn it at
+    once, and hold a lock on it while the run works. If the run ends without a record (an error, an
+    interruption) the directory, and any parent it created, is removed again."""
+    created = [p for p in (directory, *directory.parents) if not p.exists()]
     try:
-        (tmp / "record.json").write_text(record.to_json())
-        (tmp / "front.csv").write_text(record.front_csv())
-        (tmp / "config.yaml").write_text(config_yaml)
-        for name, data in (artifacts or {}).items():
-            (tmp / name).write_bytes(data)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final / "record.json"
+        directory.mkdir(parents=True)
+    except FileExistsError:
+        state = "holds a finished run" if (directory / "record.json").exists() else \
+            "is in use by another run, or was left by an interrupted one"
+        raise BenchError(f"run directory {str(directory)!r} {state}; choose another run_id") from None
+    lock = open(directory / LOCK, "w")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    try:
+        yield directory
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+        (directory / LOCK).unlink(missing_ok=True)
+        if not (directory / "record.json").exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            for p in created[1:]:
+                with contextlib.suppress(OSError):
+                    p.rmdir()                      # only if empty
+
+
+def write_run(directory: Path, record: RunRecord, config_yaml: str, artifacts: dict[str, bytes] | None = None) -> Path:
+    """front.csv, config.yaml and the artifacts, then record.json (its presence marks a finished
+    run), each atomically, into the run's `directory`; returns record.json's path."""
+    directory = Path(directory)
+    atomic_write_text(directory / "front.csv", record.front_csv())
+    atomic_write_text(directory / "config.yaml", config_yaml)
+    for name, data in (artifacts or {}).items():
+        atomic_write_bytes(directory / name, data)
+    atomic_write_text(directory / "record.json", record.to_json())
+    return directory / "record.json"
 
 
 def iter_record_paths(out: str | os.PathLike) -> Iterator[Path]:

@@ -193,18 +193,23 @@ def method_paper(record: RunRecord) -> str:
 
 
 # ---- the tables --------------------------------------------------------------------------------
-def build_tables(records: list[dict]) -> list[Table]:
+def build_tables(records: list[RunRecord]) -> list[Table]:
     tables = []
     for key, recs in by_suite_key(records).items():
         ref = reference_front(recs)
         labels = group_labels(recs)
         df = pd.DataFrame([{"config": config_key(r), "label": labels[config_key(r)], "method": r.method,
                             "seed": r.seed, **record_metrics(r, ref)} for r in recs])
+        runs = df.groupby("config", sort=False).size()
+        # repeated runs of one (config, seed) are averaged first: they are repeats, not more seeds
+        df = df.groupby(["config", "seed"], sort=False).agg(
+            {"label": "first", "method": "first", **{m: "mean" for m in METRICS}}).reset_index()
         g = df.groupby("config", sort=False)
         rows = g[["label", "method"]].first()
         rows["n"] = g.size()
+        rows["runs"] = runs
         rows["seeds"] = g["seed"].apply(lambda s: ",".join(str(x) for x in sorted(s.dropna().astype(int))))
-        agg = g[METRICS].agg(["mean", "std"])                 # pandas std: ddof = 1, NaN for one record
+        agg = g[METRICS].agg(["mean", "std"])                 # pandas std: ddof = 1, NaN for one seed
         for m in METRICS:
             rows[f"{m}_mean"] = agg[(m, "mean")]
             rows[f"{m}_std"] = agg[(m, "std")]
@@ -262,7 +267,10 @@ def _notes(table: Table) -> list[str]:
     r = table.ref
     notes = [f"IGD+ reference front: {r.how}; {r.n_points} points, hash {r.hash}."]
     if (table.rows["n"] > 1).any():
-        notes.append("Cells with several records: mean ± sample std (ddof=1) over seeds.")
+        notes.append("Cells with several seeds: mean ± sample std (ddof=1) over seeds; n = seeds.")
+    repeats = table.rows[table.rows["runs"] > table.rows["n"]]
+    if len(repeats):
+        notes.append(f"Repeated runs of the same config and seed are averaged as one seed ({', '.join(repeats['label'])}).")
     kinds = {"process_max_rss": "process max RSS (CPU)", "cuda_max_allocated": "CUDA max allocated"}
     notes.append("Peak memory: " + ", ".join(kinds.get(k, k) for k in table.mem_kinds) + ".")
     if table.objective == "loss":

@@ -13,6 +13,7 @@ import platform
 import random
 import resource
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +25,7 @@ from threadpoolctl import threadpool_limits
 from bench import indicators
 from bench.config import build_from_config, settings
 from bench.evaluator import Evaluator, references
-from bench.record import RunRecord, ensure_writable, write_run
+from bench.record import RunRecord, check_writable, claim, run_directory, write_run
 from bench.registry import METHODS, SUITES, BenchError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -36,45 +37,58 @@ def run(cfg) -> Path:
     from omegaconf import OmegaConf
 
     s = settings(cfg)
-    out = ensure_writable(s.out)
-    seed_everything(s.seed)
-    device = resolve_device(s.device)
-    suite = build_from_config(SUITES, cfg.tasks, "tasks").to(device)
-    method = build_from_config(METHODS, cfg.method, "method")
-    evaluator = Evaluator(suite, device, batch_size=s.eval_batch_size)
-    torch.set_num_threads(choose_threads(s.threads, suite, device))
+    check_writable(s.out)
+    with claim(run_directory(s.out, cfg.tasks.name, cfg.method.name, s.run_id or new_run_id(s.seed))) as directory:
+        seed_everything(s.seed)
+        device = resolve_device(s.device)
+        suite = build_from_config(SUITES, cfg.tasks, "tasks").to(device)
+        method = build_from_config(METHODS, cfg.method, "method")
+        evaluator = Evaluator(suite, device, batch_size=s.eval_batch_size)
+        torch.set_num_threads(choose_threads(s.threads, suite, device))
 
-    reset_peak_memory(device)
-    t0 = time.perf_counter()
-    with threadpool_limits(limits=1, user_api="blas"):   # numpy's BLAS in methods: small matrices, reproducible sums
-        front = method.approximate_front(suite, evaluator=evaluator, seed=s.seed)
-    wall = time.perf_counter() - t0
-    peak = peak_memory_mb(device)
+        reset_peak_memory(device)
+        t0 = time.perf_counter()
+        with threadpool_limits(limits=1, user_api="blas"):   # numpy's BLAS in methods: small matrices, reproducible sums
+            front = method.approximate_front(suite, evaluator=evaluator, seed=s.seed)
+        wall = time.perf_counter() - t0
+        peak = peak_memory_mb(device)
 
-    pf = suite.true_front()
-    record = RunRecord.from_front(
-        front, suite=suite.name, method=cfg.method.name, ref_point=suite.ref_point(), suite_key=suite.key,
-        suite_version=suite.version, suite_config=suite.config(), analytic=pf is not None,
-        weights="random" if suite.random_weights else "real", method_paper=getattr(method, "paper", ""),
-        seed=s.seed, run_id=s.run_id or new_run_id(s.seed),
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        config=OmegaConf.to_container(cfg, resolve=True), references=references(evaluator), meta=front.meta,
-        cost={"wall_s": wall, "evaluations": evaluator.evaluations, "evaluations_by_split": dict(evaluator.counts),
-              "train_steps": 0, "trainable_params": 0, **front.cost, "peak_mem_mb": peak,
-              "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"},
-        env=environment(device))
-    ctx = indicators.Context(record.F_included, record.ref_point, pf=pf, objective=record.objective,
-                             finetuned=record.reference_values("finetuned"))
-    record = record.replace(indicators=indicators.compute(ctx, indicators.per_record(record.analytic)),
-                            igd_ref={"kind": "analytic", "hash": indicators.front_hash(pf), "n_points": len(pf)}
-                            if pf is not None else {})
-    path = write_run(out, record, OmegaConf.to_yaml(cfg), front.artifacts)
+        pf = suite.true_front()
+        record = RunRecord.from_front(
+            front, suite=suite.name, method=cfg.method.name, ref_point=suite.ref_point(), suite_key=suite.key,
+            suite_version=suite.version, suite_config=suite.config(), analytic=pf is not None,
+            weights="random" if suite.random_weights else "real", method_paper=getattr(method, "paper", ""),
+            seed=s.seed, run_id=directory.name,
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            config=OmegaConf.to_container(cfg, resolve=True), references=references(evaluator), meta=front.meta,
+            cost={"wall_s": wall, "evaluations": evaluator.evaluations, "evaluations_by_split": dict(evaluator.counts),
+                  "train_steps": 0, "trainable_params": 0, **front.cost, "peak_mem_mb": peak,
+                  "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"},
+            env=environment(device))
+        ctx = indicators.Context(record.F_included, record.ref_point, pf=pf, objective=record.objective,
+                                 finetuned=record.reference_values("finetuned"))
+        excluded = record.excluded()
+        if not record.include.any():
+            raise BenchError(f"{record.method}: no point has finite metrics ({excluded['n_diverged']} diverged in "
+                             f"training, {excluded['n_nonfinite']} non-finite); nothing to score or record")
+        record = record.replace(indicators={**indicators.compute(ctx, indicators.per_record(record.analytic)), **excluded},
+                                igd_ref={"kind": "analytic", "hash": indicators.front_hash(pf), "n_points": len(pf)}
+                                if pf is not None else {})
+        warn_excluded(excluded, len(record.F))
+        path = write_run(directory, record, OmegaConf.to_yaml(cfg), front.artifacts)
     ind = record.indicators
     print(f"{record.method} on {suite.describe()}: hv={ind['hv']:.6g} igd+={_fmt(ind.get('igd_plus'))} "
           f"points={ind['n_points']} nondominated={ind['n_nondominated']} evaluations={evaluator.evaluations} "
           f"wall={wall:.2f}s")
     print(path)
     return path
+
+
+def warn_excluded(excluded: dict[str, int], n: int) -> None:
+    if any(excluded.values()):
+        print(f"warning: {excluded['n_diverged']} of {n} points diverged in training and {excluded['n_nonfinite']} "
+              f"have non-finite metrics; they are flagged in the record and left out of the indicators",
+              file=sys.stderr)
 
 
 def available_cores() -> int:

@@ -12,6 +12,9 @@ from typing import ClassVar
 
 from bench.front import Front
 
+CHECK_EVERY = 10       # training steps between checks for a non-finite loss (each check waits for the device)
+EXPLODED = 100.0       # a training run whose loss ends above this × where it started diverged
+
 
 class Method:
     paper: ClassVar[str] = ""   # the paper it follows, printed as a leaderboard footnote

@@ -53,6 +53,7 @@ class EPO(RayTraining):
     url = "https://proceedings.mlr.press/v119/mahapatra20a.html"
     registry_name = "epo"
     direction_name = "EPO LP (scipy HiGHS)"
+    host_losses = True
 
     eps: float = 1e-4           # balance mode while μ > eps (the original's value)
     restricted: bool = False    # descent LP: add αᵀCa ≥ min(max(Ca), 0) (the authors' code default)

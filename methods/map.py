@@ -66,16 +66,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from tqdm import tqdm
 
 from bench.front import Front
 from bench.merge import task_arithmetic
+from bench.progress import progress
+from bench.rays import ray_grid
 from bench.registry import METHODS, BenchError
 from methods import map_adaptive as ma
 from methods import map_search as mq
 from methods import map_surrogate as ms
 from methods.base import Method
-from bench.rays import ray_grid
 
 
 @METHODS.register("map", "MAP: quadratic surrogates of task-arithmetic metrics searched with NSGA-II/III")
@@ -191,7 +191,7 @@ class MAP(Method):
                                        polish=self.polish)
         pred = np.column_stack([s.predict(Xp) for s in surrogates])     # the metric's own direction
         chosen = mq.spread_subset(Fp, self.reevaluate)
-        real = [_evaluate(evaluator, suite, lam, "test") for lam in tqdm(Xp[chosen], desc="map: test", leave=False)]
+        real = [_evaluate(evaluator, suite, lam, "test") for lam in progress(Xp[chosen], "map: test")]
 
         other = "loss" if obj == "accuracy" else "accuracy"
         metrics = [{t: {obj: float(v), other: None} for t, v in zip(suite.tasks, row)} for row in pred] + real
@@ -223,7 +223,7 @@ class MAP(Method):
         D = ms.design(2, self.pair_points, seed, self.design, name="method.pair_points")   # shared by all pairs
         rays = ray_grid(T, partitions=10, max_rays=self.reevaluate)[:self.reevaluate]
         finals, runs, searched = [], [], {}
-        for r in tqdm(rays, desc="map nested: preferences", leave=False):
+        for r in progress(rays, "map nested: preferences", every_item=True):
             groups = [([i], eye[i].copy()) for i in range(T)]
             values = list(ft)
             stages = []
@@ -285,7 +285,7 @@ def _evaluate(evaluator, suite, lam: np.ndarray, split: str) -> dict:
 def _scores(evaluator, suite, C: np.ndarray, split: str) -> np.ndarray:
     """[n, T] objective values (natural direction) of the task-arithmetic models at the rows of C."""
     out = []
-    for lam in tqdm(C, desc=f"map: {split}", leave=False):
+    for lam in progress(C, f"map: {split}"):
         m = _evaluate(evaluator, suite, lam, split)
         out.append([m[t][suite.objective] for t in suite.tasks])
     return np.array(out, dtype=float).reshape(len(C), suite.num_tasks)

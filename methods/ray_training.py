@@ -29,12 +29,11 @@ from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
 from bench.front import Front
 from bench.merge import Params, task_arithmetic
+from bench.progress import progress
 from bench.registry import BenchError
-from methods.base import Method
+from methods.base import CHECK_EVERY, EXPLODED, Method
 from methods.epo_solver import non_uniformity
 from bench.rays import ray_grid, validate_preference
 
@@ -106,6 +105,7 @@ class RayTraining(Method):
 
     registry_name: ClassVar[str] = ""     # "ls", "epo": part of every evaluation key
     direction_name: ClassVar[str] = ""
+    host_losses: ClassVar[bool] = False   # the direction reads the losses on the host every step (EPO)
 
     space: Literal["full", "layerwise", "taskwise"] = "full"
     steps: int = 300                  # Adam steps per ray
@@ -146,38 +146,55 @@ class RayTraining(Method):
         name = self.registry_name
         config = tuple((f.name, _hashable(getattr(self, f.name))) for f in dataclasses.fields(self))
         metrics, extras, trainable, backward = [], [], 0, 0
-        for k, ray in enumerate(tqdm(rays, desc=f"{name} rays", disable=None, leave=False)):
+        for k, ray in enumerate(progress(rays, f"{name} rays", every_item=True)):
             generator = torch.Generator().manual_seed(ray_seed(seed, k))
-            leaves, stats, final = self.train_ray(suite, ray, lr=lr, generator=generator)
+            leaves, stats, final, diverged = self.train_ray(suite, ray, lr=lr, generator=generator)
             trainable = sum(l.numel() for l in leaves)
             backward += sum(s["backward_passes"] for s in stats)
             params = {n: p.detach() for n, p in merged_params(self.space, theta0, tv, leaves).items()}
             recipe = (name, config, tuple(np.round(ray, 12)), int(seed))
             metrics.append(evaluator.evaluate(params, "test", key=recipe))
+            ok = np.isfinite(final).all()
             extras.append({"ray": [float(v) for v in ray], "train_losses": dict(zip(suite.tasks, final)),
-                           "mu": non_uniformity(np.array(final), ray), **self.ray_extras(stats)})
+                           "mu": non_uniformity(np.array(final), ray) if ok else None,
+                           **self.ray_extras(stats), **({"diverged": diverged} if diverged else {})})
+        failed = [e for e in extras if "diverged" in e]
+        if len(failed) == len(extras):
+            raise BenchError(f"{name}: training diverged on every ray ({failed[0]['diverged']} on the first); "
+                             f"lower method.lr (now {lr:g})")
+        mus = [e["mu"] for e in extras if e["mu"] is not None]
         return Front(tasks=suite.tasks, objective=suite.objective, X=rays,
                      x_names=[f"ray[{t}]" for t in suite.tasks], metrics=metrics, split="test", extras=extras,
                      meta={"direction": self.direction_name, "space": self.space, "lr": lr, "steps": self.steps,
                            "schedule": self.schedule, "batch_size": self.batch_size, "n_rays": len(rays),
-                           "mu_max": float(max(e["mu"] for e in extras)), **self.front_meta(extras)},
+                           "mu_max": float(max(mus)), **self.front_meta(extras)},
                      cost={"train_steps": self.steps * len(rays), "trainable_params": trainable,
                            "backward_passes": int(backward)})
 
     def train_ray(self, suite, ray: np.ndarray, *, lr: float, generator: torch.Generator):
-        """Train one model for `ray`: (trainable leaves, per-step facts, final train losses [T])."""
+        """Train one model for `ray`: (trainable leaves, per-step facts, final train losses [T], why it
+        diverged or ""). Training stops at a non-finite loss; a run whose r-weighted loss ends
+        `EXPLODED` times above where it started diverged too. The loss is looked at every step where
+        the direction reads it on the host anyway (EPO), else every `CHECK_EVERY` steps."""
         theta0, tv = suite.theta0(), suite.task_vectors()
         leaves = init_trainable(self.space, theta0, tv, self.init_lambda)
         opt = torch.optim.Adam(leaves, lr=lr)
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.steps, eta_min=0.0)
                  if self.schedule == "cosine" else None)
         support = [j for j in range(suite.num_tasks) if ray[j] > 0]
-        stats = []
-        for _ in range(self.steps):
+        weights = torch.as_tensor(ray[support], dtype=torch.float64)
+        stats, start, diverged = [], None, ""
+        for step in range(self.steps):
             params = merged_params(self.space, theta0, tv, leaves)
             # a list, not a stack: each task's backward then walks only its own graph
             losses = [suite.loss(params, suite.tasks[j], suite.train_batch(suite.tasks[j], self.batch_size, generator))
                       for j in support]
+            if self.host_losses or step % CHECK_EVERY == 0:
+                weighted = float(weights @ torch.stack([l.detach() for l in losses]).double().cpu())
+                start = weighted if start is None else start
+                if not np.isfinite(weighted):
+                    diverged = f"non-finite training loss at step {step}"
+                    break
             grads, info = self.direction(losses, leaves, ray, support)
             for leaf, g in zip(leaves, grads):
                 leaf.grad = g.detach()
@@ -189,4 +206,9 @@ class RayTraining(Method):
             params = merged_params(self.space, theta0, tv, leaves)
             final = [float(suite.loss(params, t, suite.train_batch(t, self.batch_size, generator)))
                      for t in suite.tasks]            # one fresh batch per task (exact on analytic suites)
-        return leaves, stats, final
+        end = float(weights @ torch.as_tensor(final, dtype=torch.float64)[support])
+        if not diverged and not np.isfinite(end):
+            diverged = "non-finite training loss at the end"
+        elif not diverged and end > EXPLODED * max(start, 1e-12):
+            diverged = f"training loss grew from {start:.3g} to {end:.3g}"
+        return leaves, stats, final, diverged

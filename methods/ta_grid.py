@@ -53,10 +53,13 @@ class TAGrid(Method):
     split: Literal["val", "test"] = "test"     # the split every point is scored on
 
     def __post_init__(self):
-        if self.points < 2:
-            raise BenchError(f"method.points={self.points} must be ≥ 2")
-        if not self.lo < self.hi:
-            raise BenchError(f"method.lo={self.lo} must be below method.hi={self.hi}")
+        for name, least in (("points", 2), ("partitions", 1), ("max_points", 1)):
+            if getattr(self, name) < least:
+                raise BenchError(f"method.{name}={getattr(self, name)} must be ≥ {least}")
+        if not (np.isfinite(self.lo) and np.isfinite(self.hi) and self.lo < self.hi):
+            raise BenchError(f"method.lo={self.lo} must be below method.hi={self.hi}, both finite")
+        if not self.scales or not all(np.isfinite(v) and v > 0 for v in self.scales):
+            raise BenchError(f"method.scales={list(self.scales)} must be positive numbers, e.g. [0.5,1.0]")
 
     def approximate_front(self, suite, *, evaluator, seed: int) -> Front:
         lams = grid_coefficients(self.mode, suite.num_tasks, self.points, self.lo, self.hi,

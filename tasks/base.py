@@ -185,7 +185,10 @@ class ModelSuite(Suite):
         logits = self.logits(params, task, batch).float()
         labels = batch["labels"]
         loss = F.cross_entropy(logits, labels, reduction="sum")
-        return loss, (logits.argmax(-1) == labels).sum(), len(labels)
+        # an argmax of NaN logits is no prediction: the accuracy of such a batch is NaN, not a count
+        correct = (logits.argmax(-1) == labels).sum().double()
+        correct = torch.where(torch.isfinite(logits).all(), correct, torch.full_like(correct, float("nan")))
+        return loss, correct, len(labels)
 
     def eval_data(self, task: str, split: str) -> Batch:
         if split not in self._data[task]:          # suites that load splits lazily (published data)

@@ -279,6 +279,7 @@ def test_same_seed_same_front_and_bad_rays(out, capsys):
             METHODS.build("ls", rays=bad).approximate_front(suite, evaluator=Evaluator(suite), seed=0)
         assert "\n" not in str(e.value)
     # through the CLI: exit 2 and one line on stderr
+    capsys.readouterr()
     code = cli(["run", "method=ls", "tasks=toy-quadratic", "method.rays=[[0.5,0.5,0.0]]", f"out={out}"])
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines() == [

@@ -16,7 +16,7 @@ from bench import indicators
 from bench.cli import main
 from bench.config import compose
 from bench.plots import make_figures
-from bench.record import RunRecord, load_records, write_run
+from bench.record import RunRecord, load_records, run_directory, write_run
 from bench.report import table_text
 from bench.run import run
 
@@ -96,7 +96,10 @@ def synthetic(out):
             for (m, s), a in accs.items()]
     recs.append(synthetic_record("randm", 0, np.full((2, 2), 0.99), paper="", weights="random"))
     for r in recs:          # schema-1 records (as an earlier version wrote them), read as RunRecords
-        write_run(out, RunRecord.from_json(json.dumps(r)), "x: 1\n")
+        rec = RunRecord.from_json(json.dumps(r))
+        directory = run_directory(out, rec.suite, rec.method, rec.run_id)
+        directory.mkdir(parents=True)
+        write_run(directory, rec, "x: 1\n")
     return accs
 
 

@@ -34,12 +34,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from bench.front import Front
 from bench.merge import Params, params_hash
+from bench.progress import progress as progress_bar
 from bench.registry import METHODS, BenchError
-from methods.base import Method
+from methods.base import CHECK_EVERY, Method
 from methods.pwe_moe.router import Routers
 from methods.pwe_moe.upscale import MergePlan, check_groups, module_groups
 from bench.rays import ray_grid
@@ -103,8 +103,7 @@ def train_routers(suite, plan: MergePlan, routers: Routers, *, scalarizer: str, 
     T = suite.num_tasks
     tail = max(1, steps // 10)
     hist_losses, hist_mu, fallbacks, descent = [], [], 0, 0
-    bar = tqdm(range(steps), desc=f"pwe_moe_{scalarizer} routers", leave=False, disable=None if progress else True,
-               dynamic_ncols=True, mininterval=1.0)
+    bar = progress_bar(range(steps), f"pwe_moe_{scalarizer} routers", disable=not progress)
     with suite.frozen():
         for step in bar:
             ray = torch.as_tensor(rng.dirichlet([dirichlet_alpha] * T), dtype=torch.float32, device=suite.device)
@@ -113,7 +112,7 @@ def train_routers(suite, plan: MergePlan, routers: Routers, *, scalarizer: str, 
             losses, info = router_step(suite, plan, routers, ray, batches, scalarizer, eps)
             opt.step()
             sched.step()
-            if not torch.isfinite(losses).all():
+            if (step % CHECK_EVERY == 0 or step == steps - 1) and not torch.isfinite(losses).all():
                 raise BenchError(f"pwe_moe: non-finite training loss at step {step} ({losses.tolist()}); "
                                  f"lower method.lr (now {lr})")
             if step >= steps - tail:
@@ -195,6 +194,8 @@ class PWEMoE(Method):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise BenchError(f"method.{name}={v} must be a positive number")
+        if self.lr > torch.finfo(torch.float32).max:         # the routers are float32
+            raise BenchError(f"method.lr={self.lr:g} is beyond float32, the routers' precision; lower method.lr")
 
     @property
     def name(self) -> str:

@@ -1,0 +1,163 @@
+"""Bad input as a new user types it: every mistake is one line naming the bad value, exit ≠ 0, no
+traceback, and nothing is written; numerical failures never become a record that looks valid."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.config import schema
+from bench.front import Front
+from bench.record import RunRecord
+from bench.registry import METHODS
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY = ["tasks=toy-quadratic"]
+
+# (arguments of `bench run` or another command, what the one line must say)
+CASES = [
+    # names, keys, values
+    (["run", "method=ta_gird", *TOY], "unknown method 'ta_gird' (did you mean 'ta_grid'?); valid choices:"),
+    (["run", "tasks=toy-quadratc"], "unknown suite 'toy-quadratc' (did you mean 'toy-quadratic'?)"),
+    (["run", "method=ta_grid", *TOY, "method.pointz=3"], "'method.pointz' (did you mean 'method.points'?)"),
+    (["run", "method=ta_grid", *TOY, "method.mode=diagonal"], "unknown value for method.mode: 'diagonal'"),
+    (["run", "method=ta_grid", *TOY, "method.points=many"], "method.points='many' must be of type int"),
+    (["run", "method=ta_grid", *TOY, "method.points=1"], "method.points=1 must be ≥ 2"),
+    (["run", "method=ta_grid", *TOY, "method.mode=simplex", "method.partitions=0"], "method.partitions=0 must be ≥ 1"),
+    (["run", "method=ta_grid", *TOY, "method.scales=[]"], "method.scales=[] must be positive numbers"),
+    (["run", "method=ta_grid", *TOY, "method.lo=2", "method.hi=1"], "method.lo=2.0 must be below method.hi=1.0"),
+    (["run", "method=ls", *TOY, "method.lr=-1"], "method.lr=-1.0 must be a positive number"),
+    (["run", "method=ls", *TOY, "method.rays=[[0.5,0.5,0.0]]"], "method.rays[0]=[0.5, 0.5, 0.0] has 3 entries"),
+    (["run", "method=map", *TOY, "method.bounds=[1,0]"], "method.bounds=[1.0, 0.0] must be [lo, hi]"),
+    (["run", "method=ta_grid", "tasks=toy-quadratic", "tasks.num_tasks=9"], "tasks.num_tasks=9 is out of range; valid: 2..8"),
+    (["run", "method=ta_grid", "tasks.names=[digits]"], "tasks.names=['digits'] has 1 task; a Pareto front needs at least 2"),
+    (["run", "method=ta_grid", "tasks=tiny-clip", "tasks.train_size=0"], "tasks.train_size=0 must be ≥ 1"),
+    # top-level settings
+    (["run", "method=ta_grid", *TOY, "sed=1"], "unknown setting 'sed' (did you mean 'seed'?)"),
+    (["run", "method=ta_grid", *TOY, "seed=abc"], "seed='abc' must be of type int"),
+    (["run", "method=ta_grid", *TOY, "seed=-1"], "seed=-1 must be ≥ 0"),
+    (["run", "method=ta_grid", *TOY, "eval_batch_size=0"], "eval_batch_size=0 must be ≥ 1"),
+    (["run", "method=ta_grid", *TOY, "threads=0"], "threads=0 must be ≥ 1"),
+    (["run", "method=ta_grid", *TOY, "device=tpu"], "unknown device 'tpu'"),
+    (["run", "method=ta_grid", *TOY, "run_id=../escape"], "run_id='../escape' must be letters, digits"),
+    (["run", "method=ta_grid", *TOY, "out="], "out= is empty"),
+    # the command line itself
+    (["run", "method=ta_grid", *TOY, "tasks.names=[digits"], "cannot read the override 'tasks.names=[digits'"),
+    (["run", "method=ta_grid", *TOY, "method.points"], "cannot read the override 'method.points'"),
+    (["run", "method=ta_grid,map", *TOY], "2 runs asked for without -m; add -m to sweep"),
+    (["run", "method=ta_grid", *TOY, "--fast"], "unknown flag '--fast'"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+    (["table", "format=pdf"], "unknown format 'pdf'"),
+    (["table", "colour=red"], "unknown option of `bench table` 'colour'"),
+    (["ls", "name=nope"], "unknown method or suite 'nope'"),
+    (["check", "only=nope"], "unknown baseline 'nope'"),
+    # numbers that go wrong: every trainer, and merges whose models compute NaN
+    (["run", "method=ls", *TOY, "method.lr=1e300"], "ls: training diverged on every ray"),
+    (["run", "method=ls", *TOY, "method.lr=1e12"], "ls: training diverged on every ray (training loss grew"),
+    (["run", "method=epo", *TOY, "method.lr=1e300"], "epo: training diverged on every ray"),
+    (["run", "method=ls", "tasks=tiny-clip", "tasks.names=[digits,dots]", "method.lr=1e4", "method.steps=20",
+      "method.rays=[[0.5,0.5]]"], "ls: training diverged on every ray"),
+    (["run", "method=ta_grid", "tasks=tiny-clip", "tasks.names=[digits,dots]", "method.lo=1e30", "method.hi=1e38",
+      "method.points=2"], "ta_grid: no point has finite metrics (0 diverged in training, 2 non-finite)"),
+]
+
+
+def error_lines(err: str) -> list[str]:
+    """stderr's error lines (progress bars of work done before a numerical failure are not errors)."""
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("args,needle", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_bad_input_is_one_line_and_writes_nothing(args, needle, tmp_path, capsys):
+    out = tmp_path / "runs"
+    extra = [f"out={out}"] if args[0] == "run" and not any(a.startswith("out=") for a in args) else []
+    code = main([*args, *extra])
+    cap = capsys.readouterr()
+    assert code == 2, cap
+    assert "Traceback" not in cap.err + cap.out
+    lines = error_lines(cap.err)
+    assert len(lines) == 1 and needle in lines[0], cap.err
+    if not any(a.startswith(("method.lr", "method.lo")) for a in args):    # validation: nothing but that line
+        assert cap.err.strip() == lines[0]
+    assert not out.exists() and not any(tmp_path.glob("**/record.json"))
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS.names() if "lr" in schema(METHODS.get(m))])
+def test_every_trainer_ends_a_divergence_with_one_line(method, tmp_path, capsys):
+    """Each registered trainer (a method with a learning rate), trained with an absurd one."""
+    extra = ["method.upscale=all"] if method.startswith("pwe_moe") else ["method.rays=[[0.5,0.5]]"]
+    code = main(["run", f"method={method}", *TOY, "method.lr=1e300", "method.steps=20", *extra,
+                 f"out={tmp_path / 'runs'}"])
+    lines = error_lines(capsys.readouterr().err)
+    assert code == 2 and len(lines) == 1 and "lower method.lr" in lines[0], lines
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_partly_non_finite_front_is_flagged_counted_and_strict_json(tmp_path, capsys):
+    """ta_grid at λ up to 1e160 on the quadratic toy: two of three losses overflow to inf."""
+    assert main(["run", "method=ta_grid", *TOY, "method.hi=1e160", "method.points=3", f"out={tmp_path}"]) == 0
+    cap = capsys.readouterr()
+    assert "2 have non-finite metrics" in cap.err
+    text = Path(cap.out.strip().splitlines()[-1]).read_text()
+    rec = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert rec["indicators"]["n_nonfinite"] == 2 and rec["indicators"]["n_points"] == 1
+    assert [p["include"] for p in rec["points"]] == [True, False, False]
+    assert rec["points"][1]["metrics"]["task0"]["loss"] is None
+
+
+def test_diverged_points_are_kept_flagged_and_left_out():
+    f = Front(tasks=["a", "b"], objective="accuracy", X=[[0.0], [0.5], [1.0]], x_names=["lam"],
+              metrics=[{"a": {"loss": 1.0, "accuracy": 0.9}, "b": {"loss": 2.0, "accuracy": 0.5}},
+                       {"a": {"loss": 9.0, "accuracy": 0.95}, "b": {"loss": 9.0, "accuracy": 0.95}},
+                       {"a": {"loss": float("nan"), "accuracy": float("nan")}, "b": {"loss": 1.0, "accuracy": 0.7}}],
+              extras=[{}, {"diverged": "training loss grew from 1 to 900"}, {}])
+    rec = RunRecord.from_front(f, suite="s", method="m", ref_point=[1.0, 1.0])
+    assert rec.include.tolist() == [True, False, False]                     # the diverged point would dominate
+    assert rec.excluded() == {"n_diverged": 1, "n_nonfinite": 1}
+    back = RunRecord.from_json(rec.to_json())
+    assert np.array_equal(back.F_included, rec.F_included) and back.extras[1]["diverged"]
+    assert json.loads(rec.to_json())["points"][2]["metrics"]["a"] == {"loss": None, "accuracy": None}
+
+
+def test_same_run_id_fails_at_once_and_repeats_are_not_seeds(tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = ["run", "method=ta_grid", *TOY, f"out={out}", "run_id=fixed"]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "holds a finished run; choose another run_id" in capsys.readouterr().err
+    for _ in range(2):                                        # the same sweep run twice: seeds 0, 0, 1, 1
+        for seed in (0, 1):
+            assert main(["run", "method=ta_grid", *TOY, "method.points=5", f"seed={seed}", f"out={out}"]) == 0
+    capsys.readouterr()
+    assert main(["table", f"out={out}", "format=csv"]) == 0
+    import io
+
+    import pandas as pd
+
+    row = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("label").loc["ta_grid (points=5)"]
+    assert row["n"] == 2 and row["runs"] == 4 and row["seeds"] == "0,1"
+
+
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_is_one_line_and_leaves_nothing(sig, code, word, tmp_path):
+    out = tmp_path / "runs"
+    p = subprocess.Popen([sys.executable, "-m", "bench", "run", "method=ls", *TOY, "method.steps=1000000",
+                          f"out={out}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 120
+    while not (out / "toy-quadratic" / "ls").exists() and time.time() < deadline:    # it has started working
+        time.sleep(0.1)
+    time.sleep(0.5)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == code, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(word)
+    assert not out.exists()
