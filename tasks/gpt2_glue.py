@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from bench.merge import Params, check_compatible
-from bench.registry import SUITES, BenchError, unknown_choice
+from bench.registry import SUITES, BenchError
 from tasks import hub
 from tasks.base import ModelSuite, select_tasks
 from tasks.cache import cache_root, cached_build
@@ -74,15 +74,16 @@ class GPT2GLUE(ModelSuite):
     modality = "text"
     train_batch_size = 8           # sentences per task per step (the PWE-MoE authors')
 
-    def __init__(self, names: list[str] = TASKS,
-                 weights: Literal["real", "random"] = "real",
-                 pretrained: str = "gpt2",
-                 finetuned: str = "tanganke/gpt2_{task}",
-                 datasets: dict = DATASETS,
-                 max_length: int = 1024,
-                 synthetic_size: int | None = None,
-                 synthetic_seq_len: int = 128,
-                 seed: int = 0):
+    def __init__(self,
+                 names: list[str] = TASKS,  # any subset, e.g. [cola,sst2]
+                 weights: Literal["real", "random"] = "real",  # random: 124M shapes, random weights, synthetic tokens
+                 pretrained: str = "gpt2",  # GPT2Model body + tokenizer
+                 finetuned: str = "tanganke/gpt2_{task}",  # a GPT2ForSequenceClassification per task
+                 datasets: dict = DATASETS,  # id[:config] per task: hub dataset or local folder
+                 max_length: int = 1024,  # truncation (tokens); batches are cut to their longest sequence
+                 synthetic_size: int | None = None,  # weights=random: examples per split (null: published sizes)
+                 synthetic_seq_len: int = 128,  # weights=random: sequence lengths uniform in 8..this
+                 seed: int = 0):  # weights=random: draws weights, task vectors, heads and data
         self.weights, self.pretrained_id, self.finetuned_id = weights, pretrained, finetuned
         self.datasets = {str(k): str(v) for k, v in dict(datasets).items()}
         self.max_length, self.synthetic_size, self.synthetic_seq_len, self.seed = \
