@@ -169,18 +169,20 @@ class CLIPSuite(ModelSuite):
             raise BenchError(f"tasks.synthetic_size={synthetic_size} must be ≥ 1 (or null for the published sizes)")
         self._data = {t: {} for t in self.tasks}
         self._sources: dict[str, dict] = {}
-        data = [hub.Ref(self.datasets[t], f"tasks.datasets.{t}", "dataset") for t in self.tasks]
+        # train + test, and a validation split where the dataset has one: nothing else is fetched or read
+        data = {t: hub.Ref(self.datasets[t], f"tasks.datasets.{t}", "dataset") for t in self.tasks}
         if self.random_weights:
             loaded = load_random(backbone, arch, fill(open_clip_model),
                                  {t: len(zeroshot_metadata(t)["classnames"]) for t in self.tasks}, seed)
         elif backbone == "hf":
-            loaded = load_hf(fill(pretrained), fill(finetuned), self.tasks, data)
+            loaded = load_hf(fill(pretrained), fill(finetuned), self.tasks, list(data.values()))
         else:
-            loaded = load_open_clip(fill(open_clip_model), open_clip_pretrained, open_clip_finetuned, self.tasks, data)
+            loaded = load_open_clip(fill(open_clip_model), open_clip_pretrained, open_clip_finetuned, self.tasks,
+                                    list(data.values()))
         self.backbone, self.projection, self._features = loaded.tower, loaded.projection, loaded.features
         self._theta0, self._task_vectors = loaded.theta0, loaded.task_vectors
         self.preprocess, self.revisions, self._backend_config = loaded.preprocess, loaded.revisions, loaded.config
-        heads = self._zeroshot_heads(loaded) if loaded.heads is None else loaded.heads
+        heads = self._zeroshot_heads(loaded, data) if loaded.heads is None else loaded.heads
         self.heads = torch.nn.ModuleDict({t: ZeroShotHead(w) for t, w in heads.items()})
         self._mean_t = torch.tensor(self.preprocess.mean, dtype=torch.float32).view(1, 3, 1, 1)
         self._std_t = torch.tensor(self.preprocess.std, dtype=torch.float32).view(1, 3, 1, 1)
@@ -188,12 +190,12 @@ class CLIPSuite(ModelSuite):
         self.projection.eval().requires_grad_(False)
 
     # ---- zero-shot heads --------------------------------------------------------------------------
-    def _zeroshot_heads(self, loaded: Loaded) -> dict[str, torch.Tensor]:
+    def _zeroshot_heads(self, loaded: Loaded, data: dict[str, hub.Ref]) -> dict[str, torch.Tensor]:
         """[C, D] head weights per task from the text tower; reads each dataset's classes and splits."""
         heads = {}
         for t in self.tasks:
             spec = self.datasets[t]
-            dd = hub.load_dataset_dict(loaded.paths[spec], hub.split_config(spec)[1], f"tasks.datasets.{t}")
+            dd = hub.load_dataset_dict(loaded.paths[spec], data[t])
             heads[t] = self._head(t, dd, loaded)
             self._sources[t]["data_fp"] = hub.digest([hub.fingerprint(loaded.paths[spec]), spec])
         return heads

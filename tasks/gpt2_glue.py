@@ -112,9 +112,12 @@ class GPT2GLUE(ModelSuite):
     def _build_real(self) -> None:
         from transformers import AutoTokenizer, GPT2ForSequenceClassification, GPT2Model
 
+        # GLUE train and the split reported as test: never GLUE's unlabelled test splits
+        data = {t: hub.Ref(self.datasets[t], f"tasks.datasets.{t}", "dataset",
+                           splits=("train", TEST_SPLIT.get(t, "validation")), optional=()) for t in self.tasks}
         refs = [hub.Ref(self.pretrained_id, "tasks.pretrained"),
                 *[hub.Ref(self.finetuned_id.replace("{task}", t), "tasks.finetuned") for t in self.tasks],
-                *[hub.Ref(self.datasets[t], f"tasks.datasets.{t}", "dataset") for t in self.tasks]]
+                *data.values()]
         paths = hub.resolve(refs)            # every id at once: one error naming all missing ids
         self.revisions = {r.spec: hub.fingerprint(paths[r.spec]) for r in refs if hub.local_path(r.id) is None}
         pre = paths[self.pretrained_id]
@@ -159,7 +162,7 @@ class GPT2GLUE(ModelSuite):
         for t in self.tasks:
             spec = self.datasets[t]
             what = f"dataset {spec!r} ({t})"
-            dd = hub.load_dataset_dict(paths[spec], hub.split_config(spec)[1], f"tasks.datasets.{t}")
+            dd = hub.load_dataset_dict(paths[spec], data[t])
             sp = hub.splits(dd, TEST_SPLIT.get(t, "validation"), what)
             # GLUE has its own validation split, which here is the test split: val is carved from train.
             if sp["val"][0] != "train":

@@ -84,7 +84,8 @@ def image_dataset(names: list[str], g, n_train=20, n_test=8, validation: int = 0
 @pytest.fixture(scope="module")
 def clip_assets(tmp_path_factory):
     """Pre-trained tiny CLIPModel + tokenizer + preprocessor config, 3 fine-tuned vision towers,
-    eurosat (class names permuted), svhn (hub parquet layout, config cropped_digits), dtd (own validation)."""
+    eurosat (class names permuted), svhn (hub parquet layout, config cropped_digits, with an `extra` split the
+    suite never reads), dtd (own validation)."""
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, CLIPVisionModel
 
     root = tmp_path_factory.mktemp("clip")
@@ -128,12 +129,12 @@ def clip_assets(tmp_path_factory):
     perm = rng.permutation(len(euro))                    # dataset class j is our class perm[j]
     image_dataset([euro[i].replace(" ", "_") for i in perm], rng).save_to_disk(root / "eurosat")
     svhn = image_dataset([str(i) for i in range(10)], rng)
-    for split, ds in svhn.items():                       # the hub's parquet conversion layout
+    for split, ds in {**svhn, "extra": svhn["train"]}.items():   # the hub's parquet conversion layout
         (root / "svhn" / "cropped_digits").mkdir(parents=True, exist_ok=True)
         ds.to_parquet(str(root / "svhn" / "cropped_digits" / f"{split}-00000-of-00001.parquet"))
     (root / "svhn" / "README.md").write_text(
         "---\nconfigs:\n- config_name: cropped_digits\n  data_files:\n  - split: train\n    path: cropped_digits/train-*\n"
-        "  - split: test\n    path: cropped_digits/test-*\n---\n")
+        "  - split: test\n    path: cropped_digits/test-*\n  - split: extra\n    path: cropped_digits/extra-*\n---\n")
     dtd = zeroshot_metadata("dtd")["classnames"]
     image_dataset(dtd, rng, validation=6).save_to_disk(root / "dtd")
     return {"root": root, "clip": clip, "tok": tok, "perm": perm, "mean": mean, "std": std, "svhn": svhn, "tasks": tasks,
@@ -211,6 +212,10 @@ def test_clip_suite_loads_splits_labels_heads(clip_assets, monkeypatch):
         assert suite.eval_data("eurosat", split)["labels"].tolist() == want.tolist(), split
     # images: uint8 at model resolution, identical to open_clip's own eval transform after prepare
     raw = suite.eval_data("svhn", "test")
+    import datasets      # svhn's extra split is declared and present, but never converted
+
+    assert not [p for p in Path(datasets.config.HF_DATASETS_CACHE).rglob("*.arrow") if "extra" in p.name]
+    assert [p for p in Path(datasets.config.HF_DATASETS_CACHE).rglob("*.arrow") if "train" in p.name]
     assert raw["pixel_values"].dtype == torch.uint8 and tuple(raw["pixel_values"].shape) == (8, 3, 32, 32)
     ref_tf = open_clip.image_transform(32, is_train=False, mean=a["mean"], std=a["std"], interpolation="bicubic",
                                        resize_mode="shortest")
@@ -274,13 +279,83 @@ def test_offline_without_cache_is_one_line_naming_every_id(out, capsys, monkeypa
     for needle in ["openai/clip-vit-base-patch32", "tanganke/clip-vit-base-patch32_sun397",
                    "tanganke/clip-vit-base-patch32_svhn", "dataset tanganke/sun397",
                    "dataset ufldl-stanford/svhn:cropped_digits", f"{hub.hf_cli()} download",
-                   "--include 'cropped_digits/*'"]:
+                   "--include 'cropped_digits/train-*' --include 'cropped_digits/test-*'",
+                   "--repo-type dataset --include '*/train-*' --include '*/test-*' --include '*/validation-*'"]:
         assert needle in err, needle
+    assert "cropped_digits/*" not in err and "extra" not in err
     assert not [p for p in out.rglob("*") if p.is_file()]
     assert not (tmp_path / "cache").exists()
     assert main(["run", "tasks=gpt2-glue", "tasks.names=[mnli]", f"out={out}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "gpt2, tanganke/gpt2_mnli, dataset nyu-mll/glue:mnli" in err and len(err.splitlines()) == 1
+    assert "--include 'mnli/train-*' --include 'mnli/validation_matched-*'" in err     # never the test splits
+    assert "mnli/test" not in err and "mismatched" not in err
+
+
+def hub_repo(root: Path, names: list[str]) -> dict[str, list[int]]:
+    """A dataset repository in the layout of tanganke/stanford_cars: train in two shards, test, and
+    corrupted copies of test, all declared in README.md with the class names (the parquet files carry
+    no features of their own), plus the metadata `hf download --local-dir` leaves in .cache/."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = {"train-00000-of-00002": [0, 1, 2], "train-00001-of-00002": [3, 4], "test-00000-of-00001": [5, 6],
+            "contrast-00000-of-00001": [7], "gaussian_noise-00000-of-00001": [8]}
+    (root / "data").mkdir(parents=True)
+    for stem, xs in rows.items():
+        pq.write_table(pa.table({"x": xs, "label": [x % len(names) for x in xs]}), root / "data" / f"{stem}.parquet")
+    (root / ".cache" / "huggingface" / "download" / "data").mkdir(parents=True)
+    (root / ".cache" / "huggingface" / "download" / "data" / "train-00000-of-00002.parquet.metadata").write_text("x")
+    splits = ["train", "test", "contrast", "gaussian_noise"]
+    (root / "README.md").write_text(
+        "---\ndataset_info:\n  features:\n  - name: x\n    dtype: int64\n  - name: label\n    dtype:\n      class_label:\n"
+        "        names:\n" + "".join(f"          '{i}': {n}\n" for i, n in enumerate(names))
+        + "configs:\n- config_name: default\n  data_files:\n"
+        + "".join(f"  - split: {s}\n    path: data/{s}-*\n" for s in splits) + "---\n")
+    return rows
+
+
+def test_dataset_repos_fetch_and_convert_only_the_suite_splits(tmp_path, monkeypatch):
+    import datasets
+    from huggingface_hub.utils import filter_repo_objects
+
+    names = ["sedan", "coupe", "van"]
+    snapshot = tmp_path / "hub" / "datasets--org--cars" / "snapshots" / "c0ffee"
+    rows = hub_repo(snapshot, names)
+    (tmp_path / "hub" / "datasets--org--cars" / "refs").mkdir()
+    (tmp_path / "hub" / "datasets--org--cars" / "refs" / "main").write_text("c0ffee")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    ref = hub.Ref("org/cars", "tasks.datasets.stanford-cars", "dataset")
+    # what snapshot_download and `hf download --include` fetch of the repository: the suite's splits only
+    repo_files = ["README.md", *[f"data/{stem}.parquet" for stem in rows]]
+    assert sorted(filter_repo_objects(repo_files, allow_patterns=ref.patterns())) == [
+        "README.md", "data/test-00000-of-00001.parquet", "data/train-00000-of-00002.parquet",
+        "data/train-00001-of-00002.parquet"]
+    # the cached snapshot resolves offline; only train and test are converted, shards in order, class
+    # names from the card
+    path = hub.resolve([ref])["org/cars"]
+    assert path == snapshot and hub.fingerprint(path) == "datasets--org--cars@c0ffee"
+    dd = hub.load_dataset_dict(path, ref)
+    assert list(dd) == ["train", "test"] and dd["train"]["x"] == [0, 1, 2, 3, 4] and dd["test"]["x"] == [5, 6]
+    assert dd["train"].features["label"].names == names
+    converted = [p.name for p in Path(datasets.config.HF_DATASETS_CACHE).rglob("*.arrow")]
+    assert any("train" in n for n in converted) and not any("contrast" in n or "noise" in n for n in converted)
+    # a cache without the test files is incomplete: the one line names the id and fetches exactly the splits
+    (snapshot / "data" / "test-00000-of-00001.parquet").unlink()
+    with pytest.raises(BenchError) as e:
+        hub.resolve([ref])
+    assert str(e.value).count("download") == 1 and (
+        f"{hub.hf_cli()} download org/cars --repo-type dataset {hub.include_args(hub.hf_cli(), ref.patterns())} "
+        "(or point") in str(e.value)
+    # a split in two folders is ambiguous without a config; with one, only that folder is read
+    hub_repo(tmp_path / "two", names)
+    (tmp_path / "two" / "other").mkdir()
+    (tmp_path / "two" / "data" / "train-00000-of-00002.parquet").rename(tmp_path / "two" / "other" / "train-0.parquet")
+    with pytest.raises(BenchError, match=r"holds split 'train' in several folders \(data, other\); name one as the "
+                                         r"config, e.g\. org/cars:data"):
+        hub.load_dataset_dict(tmp_path / "two", ref)
+    dd = hub.load_dataset_dict(tmp_path / "two", hub.Ref("org/cars:data", "tasks.datasets.stanford-cars", "dataset"))
+    assert dd["train"]["x"] == [3, 4] and list(dd) == ["train", "test"]
 
 
 def test_open_clip_backbone_with_release_style_state_dicts(clip_assets, tmp_path):
