@@ -21,8 +21,11 @@ architecture's hub name (base-patch32, base-patch16, large-patch14), `{arch}` fo
   release, tasks/clip_zeroshot.json), times the logit scale; image features are normalised first.
   Computed once per (pre-trained model, task) and cached (tasks/cache.py).
 - Images: CLIP preprocessing (bicubic resize of the short side, centre crop) done once per split and
-  cached as uint8 at model resolution; `prepare` normalises on the device. Labels: the dataset's
-  ClassLabel ids; when its class names are the shipped ones in another order they are mapped by name.
+  cached as uint8 at model resolution; `prepare` normalises on the device.
+- Labels: the dataset's label ids, read as indices into the shipped class names, as FusionBench and
+  the task-arithmetic release do (so numbers compare with the papers'). Where the dataset's ClassLabel
+  names are the shipped ones in another order, a one-line warning on stderr names the task and the
+  first label that differs; `remap_labels=true` maps the labels by name instead (recorded in the config).
 - Splits: test = the dataset's test split; val = its validation split, else 10 % of train drawn with
   a fixed seed (tasks/hub.py `carve`); train = the rest of train.
 - `backbone=open_clip`: the same tasks and heads on an open_clip model (`open_clip_model` = a built-in
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -67,6 +71,7 @@ SPLIT_SIZES = {"sun397": (19850, 19850), "stanford-cars": (8144, 8041), "resisc4
 SUITE_NAMES = {"ViT-B-32": "clip-vit-b32", "ViT-B-16": "clip-vit-b16", "ViT-L-14": "clip-vit-l14"}
 # `{variant}` in the ids: the hub name of each architecture (openai/clip-vit-<variant>, tanganke/...<variant>_<task>)
 HF_VARIANTS = {"ViT-B-32": "base-patch32", "ViT-B-16": "base-patch16", "ViT-L-14": "large-patch14"}
+CACHE_VERSION = "1"          # of the cached heads and images: bump when they change for the same inputs
 METADATA = Path(__file__).with_name("clip_zeroshot.json")
 
 
@@ -136,7 +141,7 @@ _DESC = ("CLIP {}: vision tower fine-tuned on sun397, stanford-cars, resisc45, e
 @SUITES.register("clip-vit-b16", _DESC.format("ViT-B/16"), arch="ViT-B-16")
 @SUITES.register("clip-vit-b32", _DESC.format("ViT-B/32"), arch="ViT-B-32")
 class CLIPSuite(ModelSuite):
-    version = "1"
+    version = "2"                  # 2: labels are never re-mapped by name unless asked (remap_labels)
     objective = "accuracy"
     modality = "image"
     train_batch_size = 16          # images per task per step (the PWE-MoE authors')
@@ -154,7 +159,8 @@ class CLIPSuite(ModelSuite):
                  open_clip_finetuned: str | None = None,  # open_clip: state dict path with {task} or {Task} (Cars, ...)
                  synthetic_size: int | None = None,  # weights=random: examples per split (null: published sizes)
                  seed: int = 0,  # weights=random: draws weights, task vectors, heads and data
-                 preprocess_workers: int = 8):  # threads for the one-time image preprocessing
+                 preprocess_workers: int = 8,  # threads for the one-time image preprocessing
+                 remap_labels: bool = False):  # map labels by class name where the dataset orders them otherwise
         if arch not in ARCHS:
             raise BenchError(unknown_choice("value for tasks.arch:", arch, list(ARCHS)))
         self.name = SUITE_NAMES[arch]
@@ -162,6 +168,7 @@ class CLIPSuite(ModelSuite):
         fill = lambda s: s.replace("{variant}", HF_VARIANTS[arch]).replace("{arch}", arch)  # noqa: E731
         self.datasets = {str(k): str(v) for k, v in dict(datasets).items()}
         self.synthetic_size, self.seed, self.preprocess_workers = synthetic_size, seed, preprocess_workers
+        self.remap_labels = remap_labels
         self.random_weights = weights == "random"
         known = [t for t in self.datasets if t in SPLIT_SIZES] if self.random_weights else list(self.datasets)
         self.tasks = select_tasks(list(names), known, self.name)
@@ -217,10 +224,18 @@ class CLIPSuite(ModelSuite):
         classnames, templates = meta["classnames"], meta["templates"]
         if ds_names is not None and len(ds_names) != len(classnames):
             raise BenchError(f"{what} has {len(ds_names)} classes, the {task!r} class names {len(classnames)}")
+        label_map = label_mapping(ds_names, classnames)
+        if label_map is not None:    # loud either way: numbers differ from the published protocol's
+            j = int(np.flatnonzero(label_map != np.arange(len(label_map)))[0])
+            print(f"warning: {self.name} {task}: the dataset's class names are the shipped ones in another order "
+                  f"(its label {j} is {ds_names[j]!r}, shipped class {j} is {classnames[j]!r}); "
+                  + ("labels re-mapped by name (tasks.remap_labels=true)" if self.remap_labels else
+                     "labels used as indices into the shipped names, as published "
+                     "(tasks.remap_labels=true maps them by name)"), file=sys.stderr)
         self._sources[task] = {"dd": dd, "splits": sp, "image_col": image_col, "label_col": label_col,
-                               "label_map": label_mapping(ds_names, classnames), "num_classes": len(classnames)}
+                               "label_map": label_map if self.remap_labels else None, "num_classes": len(classnames)}
         key = hub.digest({"model": loaded.text_fp, "backbone": self.backbone_kind, "classnames": classnames,
-                          "templates": templates, "version": self.version})
+                          "templates": templates, "version": CACHE_VERSION})
         directory = cached_build(cache_root() / "clip-heads" / f"{task}-{key}",
                                  lambda tmp: self._build_head(tmp, loaded.encode_text, classnames, templates,
                                                               loaded.logit_scale))
@@ -278,7 +293,7 @@ class CLIPSuite(ModelSuite):
         pre, rows = self.preprocess, None if idx is None else hub.digest(idx.tolist())
         key = hub.digest({"data": src["data_fp"], "split": name, "rows": rows, "resize": pre.resize, "crop": pre.crop,
                           "interpolation": pre.interpolation, "resize_mode": pre.resize_mode,
-                          "label_map": None if label_map is None else label_map.tolist(), "version": self.version})
+                          "label_map": None if label_map is None else label_map.tolist(), "version": CACHE_VERSION})
         directory = cached_build(cache_root() / "clip-data" / f"{task}-{split}-{key}",
                                  lambda tmp: self._preprocess(tmp, task, name, idx))
         return hub.load_arrays(directory)
@@ -320,4 +335,6 @@ class CLIPSuite(ModelSuite):
             return cfg
         cfg.update(**self._backend_config, datasets={t: self.datasets[t] for t in self.tasks}, revisions=self.revisions,
                    val=f"{hub.VAL_FRACTION} of train, seed {hub.VAL_SEED}, when no validation split")
+        if self.remap_labels:
+            cfg["remap_labels"] = True
         return cfg

@@ -206,9 +206,9 @@ def test_clip_suite_loads_splits_labels_heads(clip_assets, monkeypatch):
     tr, va = hub.carve(len(ds["train"]))
     assert suite.split_sizes("eurosat") == {"train": 18, "val": 2, "test": 8}
     assert suite.split_sizes("dtd") == {"train": 20, "val": 6, "test": 8}
-    # labels mapped by class name: dataset class j is shipped class perm[j]
+    # val carved from train with the fixed seed; labels are the dataset's ids (the published protocol)
     for split, (name, rows) in {"test": ("test", None), "val": ("train", va), "train": ("train", tr)}.items():
-        want = a["perm"][np.asarray(ds[name]["label"])[rows if rows is not None else slice(None)]]
+        want = np.asarray(ds[name]["label"])[rows if rows is not None else slice(None)]
         assert suite.eval_data("eurosat", split)["labels"].tolist() == want.tolist(), split
     # images: uint8 at model resolution, identical to open_clip's own eval transform after prepare
     raw = suite.eval_data("svhn", "test")
@@ -235,6 +235,31 @@ def test_clip_suite_loads_splits_labels_heads(clip_assets, monkeypatch):
     monkeypatch.setattr(CLIPSuite, "_build_head", staticmethod(lambda *a, **k: pytest.fail("head rebuilt")))
     again = SUITES.build("clip-vit-b32", **clip_kwargs(a))
     assert all(torch.equal(again.heads[t].weight, suite.heads[t].weight) for t in a["tasks"])
+
+
+def test_labels_are_indices_into_the_shipped_names_unless_remapped(clip_assets, capsys):
+    from datasets import load_from_disk
+
+    a = clip_assets
+    test = load_from_disk(a["root"] / "eurosat")["test"]
+    labels, names, euro = np.asarray(test["label"]), test.features["label"].names, zeroshot_metadata("eurosat")["classnames"]
+    j = int(np.flatnonzero(a["perm"] != np.arange(len(euro)))[0])      # the first label the two orders disagree on
+    capsys.readouterr()
+    suite = SUITES.build("clip-vit-b32", **clip_kwargs(a, names=["eurosat", "dtd"]))
+    err = capsys.readouterr().err.strip().splitlines()
+    # one loud line for eurosat (names shipped in another order), none for dtd (same order)
+    assert len(err) == 1 and err[0].startswith("warning: clip-vit-b32 eurosat: the dataset's class names are the "
+                                               "shipped ones in another order")
+    assert f"its label {j} is {names[j]!r}, shipped class {j} is {euro[j]!r}" in err[0]
+    assert "labels used as indices into the shipped names, as published" in err[0]
+    assert suite.eval_data("eurosat", "test")["labels"].tolist() == labels.tolist()
+    assert suite.version == "2" and "remap_labels" not in suite.config()
+    # opt-in: mapped by name (dataset class j is shipped class perm[j]), said so, recorded in the config and key
+    remapped = SUITES.build("clip-vit-b32", **clip_kwargs(a, names=["eurosat", "dtd"], remap_labels=True))
+    assert "labels re-mapped by name (tasks.remap_labels=true)" in capsys.readouterr().err
+    assert remapped.eval_data("eurosat", "test")["labels"].tolist() == a["perm"][labels].tolist()
+    assert remapped.config()["remap_labels"] is True and remapped.key != suite.key
+    assert torch.equal(remapped.heads["eurosat"].weight, suite.heads["eurosat"].weight)   # heads never depend on it
 
 
 def test_clip_ta_grid_through_bench_run(clip_assets, out):
