@@ -12,7 +12,8 @@ sst2, data `nyu-mll/glue:<task>`. Every id is config (a hub id or a local direct
   its own fine-tuned `score` layer as its frozen head; features are the hidden state of the last
   non-pad token (`tasks.models.gpt2_features`), as `GPT2ForSequenceClassification` pools.
 - Inputs: the pre-trained tokenizer on the task's text column(s) (a sentence pair is passed as a
-  pair, as FusionBench tokenises), truncated to `max_length`, right-padded with the EOS token.
+  pair, as FusionBench tokenises), truncated to `max_length` = 512 tokens as FusionBench's tokenizer
+  does (GPT-2 itself takes 1024), right-padded with the EOS token.
   Stored per split padded to that split's longest sequence and cut per batch to the batch's longest
   (`tasks.models.trim_padding`); evaluation splits are sorted by length so batches carry little padding.
 - Splits: GLUE's test labels are hidden, so the suite's **test** split is GLUE's validation split
@@ -69,7 +70,7 @@ def tokenize(tokenizer, columns: list[list[str]], max_length: int, pad_id: int) 
                               "(hub or local; per-task score heads; weights=random for benchmarks)")
 class GPT2GLUE(ModelSuite):
     name = "gpt2-glue"
-    version = "1"
+    version = "2"                  # 2: inputs truncated at 512 tokens (was 1024), as FusionBench
     objective = "accuracy"
     modality = "text"
     train_batch_size = 8           # sentences per task per step (the PWE-MoE authors')
@@ -80,7 +81,7 @@ class GPT2GLUE(ModelSuite):
                  pretrained: str = "gpt2",  # GPT2Model body + tokenizer
                  finetuned: str = "tanganke/gpt2_{task}",  # a GPT2ForSequenceClassification per task
                  datasets: dict = DATASETS,  # id[:config] per task: hub dataset or local folder
-                 max_length: int = 1024,  # truncation (tokens); batches are cut to their longest sequence
+                 max_length: int = 512,  # truncation in tokens, as FusionBench (GPT-2 itself takes 1024)
                  synthetic_size: int | None = None,  # weights=random: examples per split (null: published sizes)
                  synthetic_seq_len: int = 128,  # weights=random: sequence lengths uniform in 8..this
                  seed: int = 0):  # weights=random: draws weights, task vectors, heads and data

@@ -480,7 +480,7 @@ def gpt2_assets(tmp_path_factory):
     vocab["<|endoftext|>"] = len(vocab)
     tok = GPT2Tokenizer(vocab=vocab, merges=merges)
     eos = tok.eos_token_id
-    cfg = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=eos,
+    cfg = GPT2Config(vocab_size=len(vocab), n_positions=1024, n_embd=32, n_layer=2, n_head=2, bos_token_id=eos,
                      eos_token_id=eos)
     torch.manual_seed(SEED)
     pre = GPT2LMHeadModel(cfg).eval()                     # the hub's `gpt2` is an LM-head checkpoint
@@ -549,6 +549,28 @@ def test_gpt2_glue_matches_sequence_classification_and_runs(gpt2_assets, out):
     assert rec["suite_config"]["test"] == {"cola": "validation", "rte": "validation", "mnli": "validation_matched"}
     with pytest.raises(BenchError, match=r"has no parameter 'score\.weight' \(not a sequence-classification"):
         SUITES.build("gpt2-glue", **gpt2_kwargs(a, finetuned=str(a["root"] / "ft_body"), names=["cola"]))
+
+
+def test_gpt2_inputs_are_truncated_at_512_tokens_as_published(gpt2_assets, tmp_path):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    a = gpt2_assets
+    long, short = " ".join(["quickly"] * 400), "a dog"
+    n_long, n_short = (len(a["tok"](x)["input_ids"]) for x in (long, short))
+    assert n_long > 1024                                  # longer than GPT-2's (and the tiny model's) 1024 positions
+    feats = Features({"sentence": Value("string"), "label": ClassLabel(num_classes=2)})
+    mk = lambda texts: Dataset.from_dict({"sentence": texts, "label": [0] * len(texts)}, features=feats)  # noqa: E731
+    DatasetDict({"train": mk(["the cat"] * 9 + [long]), "validation": mk([long, short])}).save_to_disk(tmp_path / "cola")
+    kw = gpt2_kwargs(a, names=["cola"], datasets={"cola": str(tmp_path / "cola")})
+    suite = SUITES.build("gpt2-glue", **kw)
+    assert suite.version == "2" and suite.config()["max_length"] == 512
+    raw = suite.eval_data("cola", "test")
+    assert raw["attention_mask"].sum(1).tolist() == [n_short, 512]
+    assert raw["input_ids"][1, :512].tolist() == a["tok"](long)["input_ids"][:512]      # the first 512 tokens
+    # a stated setting: any other truncation is asked for, and capped by the model's positions
+    longer = SUITES.build("gpt2-glue", **kw, max_length=4096)
+    assert longer.eval_data("cola", "test")["attention_mask"].sum(1).tolist() == [n_short, 1024]
+    assert longer.config()["max_length"] == 4096 and longer.key != suite.key
 
 
 def test_gpt2_random_weights_short_sequences(out):
