@@ -12,7 +12,8 @@ sst2, data `nyu-mll/glue:<task>`. Every id is config (a hub id or a local direct
   its own fine-tuned `score` layer as its frozen head; features are the hidden state of the last
   non-pad token (`tasks.models.gpt2_features`), as `GPT2ForSequenceClassification` pools.
 - Inputs: the pre-trained tokenizer on the task's text column(s) (a sentence pair is passed as a
-  pair, as FusionBench tokenises), truncated to `max_length`, right-padded with the EOS token.
+  pair, as FusionBench tokenises), truncated to `max_length` = 512 tokens as FusionBench's tokenizer
+  does (GPT-2 itself takes 1024), right-padded with the EOS token.
   Stored per split padded to that split's longest sequence and cut per batch to the batch's longest
   (`tasks.models.trim_padding`); evaluation splits are sorted by length so batches carry little padding.
 - Splits: GLUE's test labels are hidden, so the suite's **test** split is GLUE's validation split
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from bench.merge import Params, check_compatible
-from bench.registry import SUITES, BenchError, unknown_choice
+from bench.registry import SUITES, BenchError
 from tasks import hub
 from tasks.base import ModelSuite, select_tasks
 from tasks.cache import cache_root, cached_build
@@ -69,20 +70,21 @@ def tokenize(tokenizer, columns: list[list[str]], max_length: int, pad_id: int) 
                               "(hub or local; per-task score heads; weights=random for benchmarks)")
 class GPT2GLUE(ModelSuite):
     name = "gpt2-glue"
-    version = "1"
+    version = "2"                  # 2: inputs truncated at 512 tokens (was 1024), as FusionBench
     objective = "accuracy"
     modality = "text"
     train_batch_size = 8           # sentences per task per step (the PWE-MoE authors')
 
-    def __init__(self, names: list[str] = TASKS,
-                 weights: Literal["real", "random"] = "real",
-                 pretrained: str = "gpt2",
-                 finetuned: str = "tanganke/gpt2_{task}",
-                 datasets: dict = DATASETS,
-                 max_length: int = 1024,
-                 synthetic_size: int | None = None,
-                 synthetic_seq_len: int = 128,
-                 seed: int = 0):
+    def __init__(self,
+                 names: list[str] = TASKS,  # any subset, e.g. [cola,sst2]
+                 weights: Literal["real", "random"] = "real",  # random: 124M shapes, random weights, synthetic tokens
+                 pretrained: str = "gpt2",  # GPT2Model body + tokenizer
+                 finetuned: str = "tanganke/gpt2_{task}",  # a GPT2ForSequenceClassification per task
+                 datasets: dict = DATASETS,  # id[:config] per task: hub dataset or local folder
+                 max_length: int = 512,  # truncation in tokens, as FusionBench (GPT-2 itself takes 1024)
+                 synthetic_size: int | None = None,  # weights=random: examples per split (null: published sizes)
+                 synthetic_seq_len: int = 128,  # weights=random: sequence lengths uniform in 8..this
+                 seed: int = 0):  # weights=random: draws weights, task vectors, heads and data
         self.weights, self.pretrained_id, self.finetuned_id = weights, pretrained, finetuned
         self.datasets = {str(k): str(v) for k, v in dict(datasets).items()}
         self.max_length, self.synthetic_size, self.synthetic_seq_len, self.seed = \
@@ -111,9 +113,12 @@ class GPT2GLUE(ModelSuite):
     def _build_real(self) -> None:
         from transformers import AutoTokenizer, GPT2ForSequenceClassification, GPT2Model
 
+        # GLUE train and the split reported as test: never GLUE's unlabelled test splits
+        data = {t: hub.Ref(self.datasets[t], f"tasks.datasets.{t}", "dataset",
+                           splits=("train", TEST_SPLIT.get(t, "validation")), optional=()) for t in self.tasks}
         refs = [hub.Ref(self.pretrained_id, "tasks.pretrained"),
                 *[hub.Ref(self.finetuned_id.replace("{task}", t), "tasks.finetuned") for t in self.tasks],
-                *[hub.Ref(self.datasets[t], f"tasks.datasets.{t}", "dataset") for t in self.tasks]]
+                *data.values()]
         paths = hub.resolve(refs)            # every id at once: one error naming all missing ids
         self.revisions = {r.spec: hub.fingerprint(paths[r.spec]) for r in refs if hub.local_path(r.id) is None}
         pre = paths[self.pretrained_id]
@@ -158,7 +163,7 @@ class GPT2GLUE(ModelSuite):
         for t in self.tasks:
             spec = self.datasets[t]
             what = f"dataset {spec!r} ({t})"
-            dd = hub.load_dataset_dict(paths[spec], hub.split_config(spec)[1], f"tasks.datasets.{t}")
+            dd = hub.load_dataset_dict(paths[spec], data[t])
             sp = hub.splits(dd, TEST_SPLIT.get(t, "validation"), what)
             # GLUE has its own validation split, which here is the test split: val is carved from train.
             if sp["val"][0] != "train":

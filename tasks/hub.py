@@ -8,20 +8,22 @@ Every id in a suite's config (model or dataset) may be a local directory instead
 `save_pretrained` / `save_to_disk` folder or a downloaded repository. Hub ids are looked up in the
 local Hugging Face cache first (a cached copy is used as is; `hf download` again to update it).
 When one is missing and the hub is reachable it is downloaded (configs, tokenizers and safetensors
-weights only, never TF/Flax/ONNX copies). When offline (`HF_HUB_OFFLINE=1`) or unreachable,
-`resolve` raises one `BenchError` that names every missing id and the commands that fetch them
-ahead, before anything is loaded or written. Dataset ids take an optional `:config` suffix
-(`ufldl-stanford/svhn:cropped_digits`, `nyu-mll/glue:mnli`).
+weights only, never TF/Flax/ONNX copies; of a dataset only the files of the splits a suite uses, in
+the hub's layout `<folder>/<split>-NNNNN-of-NNNNN.parquet`, never e.g. the corrupted test copies
+some repositories also hold). When offline (`HF_HUB_OFFLINE=1`) or unreachable, `resolve` raises
+one `BenchError` that names every missing id and the commands that fetch exactly those files ahead,
+before anything is loaded or written. Dataset ids take an optional `:config` suffix, the folder of
+their files (`ufldl-stanford/svhn:cropped_digits`, `nyu-mll/glue:mnli`).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -32,7 +34,6 @@ from tasks.models import quiet_hf
 MODEL_FILES = ("*.json", "*.txt", "*.model", "*.safetensors")   # configs, tokenizers, weights
 MODEL_FILES_BIN = ("*.json", "*.txt", "*.model", "pytorch_model*.bin")   # repos without safetensors
 WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
-DATA_GLOBS = ("*.parquet", "*.arrow", "*.csv", "*.jsonl", "*.json", "*.tsv", "*.zip", "*.tar", "*.tar.gz")
 VAL_FRACTION = 0.1      # validation = this share of train, drawn with VAL_SEED, when a dataset has none
 VAL_SEED = 0
 
@@ -46,6 +47,8 @@ class Ref:
     what: str
     repo_type: str = "model"                # "model" | "dataset"
     include: tuple[str, ...] | None = None  # file patterns to fetch (None: the defaults for the type)
+    splits: tuple[str, ...] = ("train", "test")   # datasets: the splits fetched and loaded; each must exist
+    optional: tuple[str, ...] = ("validation",)   # datasets: fetched and loaded where the dataset has them
 
     @property
     def id(self) -> str:
@@ -55,14 +58,16 @@ class Ref:
     def config(self) -> str | None:
         return split_config(self.spec)[1] if self.repo_type == "dataset" else None
 
-    def patterns(self) -> list[str] | None:
+    def patterns(self) -> list[str]:
         if self.include is not None:
             return list(self.include)
         if self.repo_type == "model":
             return list(MODEL_FILES)
-        if self.config:   # hub datasets keep one folder per config (parquet conversion layout)
-            return [f"{self.config}/*", "README.md"]
-        return None
+        return [*(self.split_pattern(s) for s in (*self.splits, *self.optional)), "README.md"]
+
+    def split_pattern(self, split: str) -> str:
+        """The files of one split in the hub's layout: `<config folder, or any>/<split>-*`."""
+        return f"{self.config or '*'}/{split}-*"
 
 
 def split_config(spec: str) -> tuple[str, str | None]:
@@ -100,28 +105,32 @@ def local_path(spec: str) -> Path | None:
 
 
 def fetch_command(refs: Sequence[Ref]) -> str:
-    """Shell commands (one line) that put `refs` in the local Hugging Face cache."""
+    """Shell commands (one line) that put `refs` in the local Hugging Face cache: for datasets only
+    the files of their splits (one command per repository, its configs' folders together)."""
     cli, parts = hf_cli(), []
     models = [r.id for r in refs if r.repo_type == "model" and r.include is None]
     if models:
-        inc = include_args(cli, MODEL_FILES)
-        parts.append(f"for m in {' '.join(models)}; do {cli} download $m {inc}; done" if len(models) > 1
-                     else f"{cli} download {models[0]} {inc}")
+        parts.append(_download_each(cli, "m", models, include_args(cli, MODEL_FILES)))
     for r in refs:
         if r.repo_type == "model" and r.include is not None:
             parts.append(f"{cli} download {r.id} {include_args(cli, r.include)}")
-    plain = [r.id for r in refs if r.repo_type == "dataset" and not r.patterns()]
-    if plain:
-        parts.append(f"for d in {' '.join(plain)}; do {cli} download --repo-type dataset $d; done" if len(plain) > 1
-                     else f"{cli} download --repo-type dataset {plain[0]}")
-    by_repo: dict[str, list[str]] = {}      # one command per dataset repo, its configs' folders together
+    by_repo: dict[str, list[str]] = {}
     for r in refs:
-        if r.repo_type == "dataset" and r.patterns():
+        if r.repo_type == "dataset":
             by_repo.setdefault(r.id, [])
             by_repo[r.id] += [p for p in r.patterns() if p not in by_repo[r.id]]
+    by_patterns: dict[tuple[str, ...], list[str]] = {}     # repositories fetched alike share one loop
     for repo, pats in by_repo.items():
-        parts.append(f"{cli} download --repo-type dataset {repo} {include_args(cli, pats)}")
+        by_patterns.setdefault(tuple(pats), []).append(repo)
+    for pats, repos in by_patterns.items():
+        parts.append(_download_each(cli, "d", repos, f"--repo-type dataset {include_args(cli, pats)}"))
     return "; ".join(parts)
+
+
+def _download_each(cli: str, var: str, ids: Sequence[str], args: str) -> str:
+    if len(ids) == 1:
+        return f"{cli} download {ids[0]} {args}"
+    return f"for {var} in {' '.join(ids)}; do {cli} download ${var} {args}; done"
 
 
 def include_args(cli: str, patterns: Sequence[str]) -> str:
@@ -210,9 +219,9 @@ def _download(ref: Ref) -> Path | None:
 
 def _complete(path: Path, ref: Ref) -> bool:
     """A snapshot folder holds what loading needs (the cache may hold only part of a repository)."""
-    globs = WEIGHT_GLOBS if ref.repo_type == "model" else DATA_GLOBS
-    root = path / ref.config if ref.repo_type == "dataset" and ref.config and (path / ref.config).is_dir() else path
-    return any(next(root.rglob(g), None) is not None for g in globs)
+    if ref.repo_type == "dataset":
+        return all(s in split_files(path, ref) for s in ref.splits)
+    return any(next(path.rglob(g), None) is not None for g in WEIGHT_GLOBS)
 
 
 def fingerprint(path: Path) -> str:
@@ -234,11 +243,29 @@ def digest(obj) -> str:
 
 
 # ---- datasets --------------------------------------------------------------------------------
-def load_dataset_dict(path: Path, config: str | None, what: str):
-    """A `datasets.DatasetDict` from a `save_to_disk` folder or a (downloaded) dataset repository."""
+def split_files(path: Path, ref: Ref) -> dict[str, str]:
+    """{split: data files pattern} of the splits of `ref` that a dataset folder in the hub's layout
+    holds; a split found in several folders needs the id's `:config` to pick one."""
+    path = Path(path)
+    files = [p.relative_to(path).as_posix() for p in path.rglob("*")
+             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    out = {}
+    for split in (*ref.splits, *ref.optional):
+        folders = sorted({f.rsplit("/", 1)[0] for f in files if fnmatch(f, ref.split_pattern(split))})
+        if len(folders) > 1:
+            raise BenchError(f"{ref.what}={ref.spec!r} holds split {split!r} in several folders "
+                             f"({', '.join(folders)}); name one as the config, e.g. {ref.id}:{folders[0]}")
+        if folders:   # a pattern, not a file list: datasets orders the shards as it always does
+            out[split] = f"{folders[0]}/{split}-*"
+    return out
+
+
+def load_dataset_dict(path: Path, ref: Ref):
+    """A `datasets.DatasetDict` from a `save_to_disk` folder, or of only `ref`'s splits from a dataset
+    repository in the hub's layout (downloaded or local): no other split is read or converted."""
     import datasets
 
-    path = Path(path)
+    path, what, config = Path(path), ref.what, ref.config
     with quiet_hf():
         try:
             if (path / "dataset_dict.json").exists():
@@ -246,7 +273,11 @@ def load_dataset_dict(path: Path, config: str | None, what: str):
             elif (path / "state.json").exists():
                 raise BenchError(f"{what}={str(path)!r} holds a single split; save a DatasetDict with train and test")
             else:
-                dd = datasets.load_dataset(str(path), config)
+                files = split_files(path, ref)
+                if all(s in files for s in ref.splits):
+                    dd = datasets.load_dataset(str(path), data_files=files, features=_card_features(path, config))
+                else:   # another layout (csv, image folders, ...): the builder finds the splits itself
+                    dd = datasets.load_dataset(str(path), config)
         except BenchError:
             raise
         except (ValueError, FileNotFoundError, OSError) as e:
@@ -255,6 +286,19 @@ def load_dataset_dict(path: Path, config: str | None, what: str):
     if not isinstance(dd, datasets.DatasetDict):
         raise BenchError(f"{what}={str(path)!r} holds a single split; save a DatasetDict with train and test")
     return dd
+
+
+def _card_features(path: Path, config: str | None):
+    """The features the dataset card (README.md) declares for `config`, or None. Loading named data
+    files bypasses the card, and with it the class names of files that do not carry their own."""
+    from datasets.info import DatasetInfosDict
+    from huggingface_hub import DatasetCard
+
+    readme = path / "README.md"
+    if not readme.is_file():
+        return None
+    info = DatasetInfosDict.from_dataset_card_data(DatasetCard.load(readme).data).get(config or "default")
+    return info.features if info is not None else None
 
 
 def pick(columns: Sequence[str], choices: Sequence[str], what: str, kind: str) -> str:

@@ -84,7 +84,8 @@ def image_dataset(names: list[str], g, n_train=20, n_test=8, validation: int = 0
 @pytest.fixture(scope="module")
 def clip_assets(tmp_path_factory):
     """Pre-trained tiny CLIPModel + tokenizer + preprocessor config, 3 fine-tuned vision towers,
-    eurosat (class names permuted), svhn (hub parquet layout, config cropped_digits), dtd (own validation)."""
+    eurosat (class names permuted), svhn (hub parquet layout, config cropped_digits, with an `extra` split the
+    suite never reads), dtd (own validation)."""
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer, CLIPVisionModel
 
     root = tmp_path_factory.mktemp("clip")
@@ -128,12 +129,12 @@ def clip_assets(tmp_path_factory):
     perm = rng.permutation(len(euro))                    # dataset class j is our class perm[j]
     image_dataset([euro[i].replace(" ", "_") for i in perm], rng).save_to_disk(root / "eurosat")
     svhn = image_dataset([str(i) for i in range(10)], rng)
-    for split, ds in svhn.items():                       # the hub's parquet conversion layout
+    for split, ds in {**svhn, "extra": svhn["train"]}.items():   # the hub's parquet conversion layout
         (root / "svhn" / "cropped_digits").mkdir(parents=True, exist_ok=True)
         ds.to_parquet(str(root / "svhn" / "cropped_digits" / f"{split}-00000-of-00001.parquet"))
     (root / "svhn" / "README.md").write_text(
         "---\nconfigs:\n- config_name: cropped_digits\n  data_files:\n  - split: train\n    path: cropped_digits/train-*\n"
-        "  - split: test\n    path: cropped_digits/test-*\n---\n")
+        "  - split: test\n    path: cropped_digits/test-*\n  - split: extra\n    path: cropped_digits/extra-*\n---\n")
     dtd = zeroshot_metadata("dtd")["classnames"]
     image_dataset(dtd, rng, validation=6).save_to_disk(root / "dtd")
     return {"root": root, "clip": clip, "tok": tok, "perm": perm, "mean": mean, "std": std, "svhn": svhn, "tasks": tasks,
@@ -205,12 +206,16 @@ def test_clip_suite_loads_splits_labels_heads(clip_assets, monkeypatch):
     tr, va = hub.carve(len(ds["train"]))
     assert suite.split_sizes("eurosat") == {"train": 18, "val": 2, "test": 8}
     assert suite.split_sizes("dtd") == {"train": 20, "val": 6, "test": 8}
-    # labels mapped by class name: dataset class j is shipped class perm[j]
+    # val carved from train with the fixed seed; labels are the dataset's ids (the published protocol)
     for split, (name, rows) in {"test": ("test", None), "val": ("train", va), "train": ("train", tr)}.items():
-        want = a["perm"][np.asarray(ds[name]["label"])[rows if rows is not None else slice(None)]]
+        want = np.asarray(ds[name]["label"])[rows if rows is not None else slice(None)]
         assert suite.eval_data("eurosat", split)["labels"].tolist() == want.tolist(), split
     # images: uint8 at model resolution, identical to open_clip's own eval transform after prepare
     raw = suite.eval_data("svhn", "test")
+    import datasets      # svhn's extra split is declared and present, but never converted
+
+    assert not [p for p in Path(datasets.config.HF_DATASETS_CACHE).rglob("*.arrow") if "extra" in p.name]
+    assert [p for p in Path(datasets.config.HF_DATASETS_CACHE).rglob("*.arrow") if "train" in p.name]
     assert raw["pixel_values"].dtype == torch.uint8 and tuple(raw["pixel_values"].shape) == (8, 3, 32, 32)
     ref_tf = open_clip.image_transform(32, is_train=False, mean=a["mean"], std=a["std"], interpolation="bicubic",
                                        resize_mode="shortest")
@@ -230,6 +235,31 @@ def test_clip_suite_loads_splits_labels_heads(clip_assets, monkeypatch):
     monkeypatch.setattr(CLIPSuite, "_build_head", staticmethod(lambda *a, **k: pytest.fail("head rebuilt")))
     again = SUITES.build("clip-vit-b32", **clip_kwargs(a))
     assert all(torch.equal(again.heads[t].weight, suite.heads[t].weight) for t in a["tasks"])
+
+
+def test_labels_are_indices_into_the_shipped_names_unless_remapped(clip_assets, capsys):
+    from datasets import load_from_disk
+
+    a = clip_assets
+    test = load_from_disk(a["root"] / "eurosat")["test"]
+    labels, names, euro = np.asarray(test["label"]), test.features["label"].names, zeroshot_metadata("eurosat")["classnames"]
+    j = int(np.flatnonzero(a["perm"] != np.arange(len(euro)))[0])      # the first label the two orders disagree on
+    capsys.readouterr()
+    suite = SUITES.build("clip-vit-b32", **clip_kwargs(a, names=["eurosat", "dtd"]))
+    err = capsys.readouterr().err.strip().splitlines()
+    # one loud line for eurosat (names shipped in another order), none for dtd (same order)
+    assert len(err) == 1 and err[0].startswith("warning: clip-vit-b32 eurosat: the dataset's class names are the "
+                                               "shipped ones in another order")
+    assert f"its label {j} is {names[j]!r}, shipped class {j} is {euro[j]!r}" in err[0]
+    assert "labels used as indices into the shipped names, as published" in err[0]
+    assert suite.eval_data("eurosat", "test")["labels"].tolist() == labels.tolist()
+    assert suite.version == "2" and "remap_labels" not in suite.config()
+    # opt-in: mapped by name (dataset class j is shipped class perm[j]), said so, recorded in the config and key
+    remapped = SUITES.build("clip-vit-b32", **clip_kwargs(a, names=["eurosat", "dtd"], remap_labels=True))
+    assert "labels re-mapped by name (tasks.remap_labels=true)" in capsys.readouterr().err
+    assert remapped.eval_data("eurosat", "test")["labels"].tolist() == a["perm"][labels].tolist()
+    assert remapped.config()["remap_labels"] is True and remapped.key != suite.key
+    assert torch.equal(remapped.heads["eurosat"].weight, suite.heads["eurosat"].weight)   # heads never depend on it
 
 
 def test_clip_ta_grid_through_bench_run(clip_assets, out):
@@ -274,13 +304,83 @@ def test_offline_without_cache_is_one_line_naming_every_id(out, capsys, monkeypa
     for needle in ["openai/clip-vit-base-patch32", "tanganke/clip-vit-base-patch32_sun397",
                    "tanganke/clip-vit-base-patch32_svhn", "dataset tanganke/sun397",
                    "dataset ufldl-stanford/svhn:cropped_digits", f"{hub.hf_cli()} download",
-                   "--include 'cropped_digits/*'"]:
+                   "--include 'cropped_digits/train-*' --include 'cropped_digits/test-*'",
+                   "--repo-type dataset --include '*/train-*' --include '*/test-*' --include '*/validation-*'"]:
         assert needle in err, needle
+    assert "cropped_digits/*" not in err and "extra" not in err
     assert not [p for p in out.rglob("*") if p.is_file()]
     assert not (tmp_path / "cache").exists()
     assert main(["run", "tasks=gpt2-glue", "tasks.names=[mnli]", f"out={out}"]) == 2
     err = capsys.readouterr().err.strip()
     assert "gpt2, tanganke/gpt2_mnli, dataset nyu-mll/glue:mnli" in err and len(err.splitlines()) == 1
+    assert "--include 'mnli/train-*' --include 'mnli/validation_matched-*'" in err     # never the test splits
+    assert "mnli/test" not in err and "mismatched" not in err
+
+
+def hub_repo(root: Path, names: list[str]) -> dict[str, list[int]]:
+    """A dataset repository in the layout of tanganke/stanford_cars: train in two shards, test, and
+    corrupted copies of test, all declared in README.md with the class names (the parquet files carry
+    no features of their own), plus the metadata `hf download --local-dir` leaves in .cache/."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = {"train-00000-of-00002": [0, 1, 2], "train-00001-of-00002": [3, 4], "test-00000-of-00001": [5, 6],
+            "contrast-00000-of-00001": [7], "gaussian_noise-00000-of-00001": [8]}
+    (root / "data").mkdir(parents=True)
+    for stem, xs in rows.items():
+        pq.write_table(pa.table({"x": xs, "label": [x % len(names) for x in xs]}), root / "data" / f"{stem}.parquet")
+    (root / ".cache" / "huggingface" / "download" / "data").mkdir(parents=True)
+    (root / ".cache" / "huggingface" / "download" / "data" / "train-00000-of-00002.parquet.metadata").write_text("x")
+    splits = ["train", "test", "contrast", "gaussian_noise"]
+    (root / "README.md").write_text(
+        "---\ndataset_info:\n  features:\n  - name: x\n    dtype: int64\n  - name: label\n    dtype:\n      class_label:\n"
+        "        names:\n" + "".join(f"          '{i}': {n}\n" for i, n in enumerate(names))
+        + "configs:\n- config_name: default\n  data_files:\n"
+        + "".join(f"  - split: {s}\n    path: data/{s}-*\n" for s in splits) + "---\n")
+    return rows
+
+
+def test_dataset_repos_fetch_and_convert_only_the_suite_splits(tmp_path, monkeypatch):
+    import datasets
+    from huggingface_hub.utils import filter_repo_objects
+
+    names = ["sedan", "coupe", "van"]
+    snapshot = tmp_path / "hub" / "datasets--org--cars" / "snapshots" / "c0ffee"
+    rows = hub_repo(snapshot, names)
+    (tmp_path / "hub" / "datasets--org--cars" / "refs").mkdir()
+    (tmp_path / "hub" / "datasets--org--cars" / "refs" / "main").write_text("c0ffee")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    ref = hub.Ref("org/cars", "tasks.datasets.stanford-cars", "dataset")
+    # what snapshot_download and `hf download --include` fetch of the repository: the suite's splits only
+    repo_files = ["README.md", *[f"data/{stem}.parquet" for stem in rows]]
+    assert sorted(filter_repo_objects(repo_files, allow_patterns=ref.patterns())) == [
+        "README.md", "data/test-00000-of-00001.parquet", "data/train-00000-of-00002.parquet",
+        "data/train-00001-of-00002.parquet"]
+    # the cached snapshot resolves offline; only train and test are converted, shards in order, class
+    # names from the card
+    path = hub.resolve([ref])["org/cars"]
+    assert path == snapshot and hub.fingerprint(path) == "datasets--org--cars@c0ffee"
+    dd = hub.load_dataset_dict(path, ref)
+    assert list(dd) == ["train", "test"] and dd["train"]["x"] == [0, 1, 2, 3, 4] and dd["test"]["x"] == [5, 6]
+    assert dd["train"].features["label"].names == names
+    converted = [p.name for p in Path(datasets.config.HF_DATASETS_CACHE).rglob("*.arrow")]
+    assert any("train" in n for n in converted) and not any("contrast" in n or "noise" in n for n in converted)
+    # a cache without the test files is incomplete: the one line names the id and fetches exactly the splits
+    (snapshot / "data" / "test-00000-of-00001.parquet").unlink()
+    with pytest.raises(BenchError) as e:
+        hub.resolve([ref])
+    assert str(e.value).count("download") == 1 and (
+        f"{hub.hf_cli()} download org/cars --repo-type dataset {hub.include_args(hub.hf_cli(), ref.patterns())} "
+        "(or point") in str(e.value)
+    # a split in two folders is ambiguous without a config; with one, only that folder is read
+    hub_repo(tmp_path / "two", names)
+    (tmp_path / "two" / "other").mkdir()
+    (tmp_path / "two" / "data" / "train-00000-of-00002.parquet").rename(tmp_path / "two" / "other" / "train-0.parquet")
+    with pytest.raises(BenchError, match=r"holds split 'train' in several folders \(data, other\); name one as the "
+                                         r"config, e.g\. org/cars:data"):
+        hub.load_dataset_dict(tmp_path / "two", ref)
+    dd = hub.load_dataset_dict(tmp_path / "two", hub.Ref("org/cars:data", "tasks.datasets.stanford-cars", "dataset"))
+    assert dd["train"]["x"] == [3, 4] and list(dd) == ["train", "test"]
 
 
 def test_open_clip_backbone_with_release_style_state_dicts(clip_assets, tmp_path):
@@ -380,7 +480,7 @@ def gpt2_assets(tmp_path_factory):
     vocab["<|endoftext|>"] = len(vocab)
     tok = GPT2Tokenizer(vocab=vocab, merges=merges)
     eos = tok.eos_token_id
-    cfg = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=eos,
+    cfg = GPT2Config(vocab_size=len(vocab), n_positions=1024, n_embd=32, n_layer=2, n_head=2, bos_token_id=eos,
                      eos_token_id=eos)
     torch.manual_seed(SEED)
     pre = GPT2LMHeadModel(cfg).eval()                     # the hub's `gpt2` is an LM-head checkpoint
@@ -449,6 +549,28 @@ def test_gpt2_glue_matches_sequence_classification_and_runs(gpt2_assets, out):
     assert rec["suite_config"]["test"] == {"cola": "validation", "rte": "validation", "mnli": "validation_matched"}
     with pytest.raises(BenchError, match=r"has no parameter 'score\.weight' \(not a sequence-classification"):
         SUITES.build("gpt2-glue", **gpt2_kwargs(a, finetuned=str(a["root"] / "ft_body"), names=["cola"]))
+
+
+def test_gpt2_inputs_are_truncated_at_512_tokens_as_published(gpt2_assets, tmp_path):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    a = gpt2_assets
+    long, short = " ".join(["quickly"] * 400), "a dog"
+    n_long, n_short = (len(a["tok"](x)["input_ids"]) for x in (long, short))
+    assert n_long > 1024                                  # longer than GPT-2's (and the tiny model's) 1024 positions
+    feats = Features({"sentence": Value("string"), "label": ClassLabel(num_classes=2)})
+    mk = lambda texts: Dataset.from_dict({"sentence": texts, "label": [0] * len(texts)}, features=feats)  # noqa: E731
+    DatasetDict({"train": mk(["the cat"] * 9 + [long]), "validation": mk([long, short])}).save_to_disk(tmp_path / "cola")
+    kw = gpt2_kwargs(a, names=["cola"], datasets={"cola": str(tmp_path / "cola")})
+    suite = SUITES.build("gpt2-glue", **kw)
+    assert suite.version == "2" and suite.config()["max_length"] == 512
+    raw = suite.eval_data("cola", "test")
+    assert raw["attention_mask"].sum(1).tolist() == [n_short, 512]
+    assert raw["input_ids"][1, :512].tolist() == a["tok"](long)["input_ids"][:512]      # the first 512 tokens
+    # a stated setting: any other truncation is asked for, and capped by the model's positions
+    longer = SUITES.build("gpt2-glue", **kw, max_length=4096)
+    assert longer.eval_data("cola", "test")["attention_mask"].sum(1).tolist() == [n_short, 1024]
+    assert longer.config()["max_length"] == 4096 and longer.key != suite.key
 
 
 def test_gpt2_random_weights_short_sequences(out):
