@@ -11,6 +11,7 @@ separates its refreshes with carriage returns, which a log file shows as one end
 from __future__ import annotations
 
 import io
+import re
 import sys
 from typing import Iterable, TypeVar
 
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 T = TypeVar("T")
 LOG_INTERVAL = 30.0          # seconds between lines in a log
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class _Lines(io.TextIOBase):
@@ -27,7 +29,7 @@ class _Lines(io.TextIOBase):
         self.stream, self.last = stream, None
 
     def write(self, s: str) -> int:
-        text = s.replace("\r", "").strip()
+        text = ANSI.sub("", s).replace("\r", "").strip()     # nested bars move the cursor: not in a log
         count = text.split("[")[0]              # the bar and n/total: a repeat differs only in its rate
         if text and count != self.last:
             self.stream.write(text + "\n")
