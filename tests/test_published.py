@@ -310,9 +310,9 @@ def test_offline_without_cache_is_one_line_naming_every_id(out, capsys, monkeypa
     assert "cropped_digits/*" not in err and "extra" not in err
     assert not [p for p in out.rglob("*") if p.is_file()]
     assert not (tmp_path / "cache").exists()
-    assert main(["run", "tasks=gpt2-glue", "tasks.names=[mnli]", f"out={out}"]) == 2
+    assert main(["run", "tasks=gpt2-glue", "tasks.names=[mnli,rte]", f"out={out}"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "gpt2, tanganke/gpt2_mnli, dataset nyu-mll/glue:mnli" in err and len(err.splitlines()) == 1
+    assert "gpt2, tanganke/gpt2_mnli, tanganke/gpt2_rte, dataset nyu-mll/glue:mnli" in err and len(err.splitlines()) == 1
     assert "--include 'mnli/train-*' --include 'mnli/validation_matched-*'" in err     # never the test splits
     assert "mnli/test" not in err and "mismatched" not in err
 
