@@ -42,6 +42,8 @@ class Settings:
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     eval_batch_size: int | None = None   # null: 1024 on CUDA, 64 on the CPU
     threads: int | None = None           # torch intra-op threads; null: 1 for small models on the CPU, else the usable cores
+    deterministic: bool | None = None    # torch deterministic algorithms; null: on for the CPU (free), off on CUDA (costs speed)
+    compile: bool = False                # evaluate through torch.compile (compile time reported as cost.compile_s)
     run_id: str | None = None            # default: <time>-s<seed>-<random>
 
     def __post_init__(self):

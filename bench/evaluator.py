@@ -1,6 +1,5 @@
 """The Evaluator: the only code that runs a suite's models on evaluation data.
 
-    >>> import tasks
     >>> from bench.registry import SUITES
     >>> suite = SUITES.build("toy-quadratic")
     >>> ev = Evaluator(suite)
@@ -8,17 +7,21 @@
     >>> sorted(m) == suite.tasks and ev.evaluations == 1
     True
 
-Fast path: evaluation tensors are moved once per suite+split to the device and kept there in
-their compact stored form (uint8 images), prepared per batch; large
-batches; `torch.inference_mode`; bf16 autocast on CUDA; parameters applied with
-`torch.func.functional_call` (no model copies). Results are cached by (suite key, split, merge
-recipe): a repeated candidate costs nothing. `evaluations` counts full passes of one merged model
-over one split (all requested tasks), the unit of cost reported in records.
+Fast path: every split lives once per process on the device in its compact stored form (uint8
+images, int token ids), shared by every Evaluator and trainer through `DEVICE_DATA`, which evicts
+the least recently used split rather than run out of memory; batches are views of it, prepared
+(e.g. uint8 → normalised) directly in the compute dtype; bf16 autocast on CUDA;
+`torch.inference_mode`; parameters applied with `torch.func.functional_call` (no model copies);
+losses and correct counts are summed on the device and read once per task and split (no host
+sync per batch); `compile=True` runs the forward through `torch.compile`. Results are cached by
+(suite key, split, merge recipe): a repeated candidate costs nothing. `evaluations` counts full
+passes of one merged model over one split (all requested tasks), the unit of cost in records.
 """
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from typing import Any, Callable, Hashable, Sequence
 
 import torch
@@ -26,20 +29,77 @@ import torch
 from bench.merge import Params, params_hash
 from bench.registry import BenchError
 
+Batch = dict[str, torch.Tensor]
+
+
+class DeviceData:
+    """Splits on their device, shared by the process, bounded by the device's memory.
+
+    `get(suite, task, split, device)` returns the split's tensors on `device`: moved there once, then
+    reused by every Evaluator and trainer. On a GPU the store keeps at most `budget` bytes (default:
+    the free memory less a reserve for models and activations); the least recently used splits are
+    dropped to make room, and a split larger than the budget stays in pinned host memory, copied
+    per batch without blocking. On the CPU the stored tensors are used in place.
+    """
+
+    RESERVE = 0.25             # share of the GPU's memory kept for weights, activations, workspaces
+
+    def __init__(self, budget_bytes: int | None = None):
+        self.budget_bytes = budget_bytes
+        self._store: OrderedDict[tuple, Batch] = OrderedDict()
+
+    @staticmethod
+    def nbytes(data: Batch) -> int:
+        return sum(v.numel() * v.element_size() for v in data.values())
+
+    def budget(self, device: torch.device) -> int:
+        if self.budget_bytes is not None:
+            return self.budget_bytes
+        free, total = torch.cuda.mem_get_info(device)
+        return int(free + self.used(device) - self.RESERVE * total)
+
+    def used(self, device: torch.device) -> int:
+        return sum(self.nbytes(d) for (_, _, _, dev), d in self._store.items() if dev == str(device))
+
+    def get(self, suite, task: str, split: str, device: torch.device) -> Batch:
+        data = suite.eval_data(task, split)
+        if device.type != "cuda":
+            return data
+        key = (suite.key, task, split, str(device))
+        if key in self._store:
+            self._store.move_to_end(key)
+            return self._store[key]
+        size, budget = self.nbytes(data), self.budget(device)
+        if size > budget:                       # never fits: host memory, pinned, copied per batch
+            return {k: v.pin_memory() if not v.is_cuda else v for k, v in data.items()}
+        while self._store and self.used(device) + size > budget:
+            self._store.popitem(last=False)     # least recently used first
+            torch.cuda.empty_cache()
+        self._store[key] = {k: v.to(device, non_blocking=True) for k, v in data.items()}
+        return self._store[key]
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+DEVICE_DATA = DeviceData()
+
 
 class Evaluator:
-    def __init__(self, suite, device: str | torch.device = "cpu", batch_size: int | None = None,
-                 amp: bool | None = None):
+    def __init__(self, suite, device: str | torch.device | None = None, batch_size: int | None = None,
+                 amp: bool | None = None, compile: bool = False):
         self.suite = suite
-        self.device = torch.device(device)
+        self.device = torch.device(device) if device is not None else suite.device
         # large batches fill a GPU; on a CPU small ones stay in cache (tiny-clip, 2 cores: 10.1k
         # images/s at 64 against 6.8k at 1024)
         self.batch_size = batch_size or (1024 if self.device.type == "cuda" else 64)
         self.amp = (self.device.type == "cuda") if amp is None else amp
+        self.dtype = torch.bfloat16 if self.amp else None
         self.counts: Counter = Counter()
         self._counting = True
         self._results: dict[Hashable, dict] = {}
-        self._data: dict[tuple[str, str], list[dict[str, torch.Tensor]]] = {}
+        self._metrics = torch.compile(suite.batch_metrics) if compile else suite.batch_metrics
+        self.compile_s = 0.0
 
     @property
     def evaluations(self) -> int:
@@ -79,6 +139,21 @@ class Evaluator:
                 self.counts[split] += 1
         return {t: dict(m) for t, m in self._results[ck].items()}
 
+    def warm_up(self, split: str = "test") -> float:
+        """With `compile=True`: compile the forward for every task's batch shapes of `split` (θ0,
+        uncounted, not cached) and return the compile time, measured as the first pass's wall time
+        less the second's."""
+        theta0 = self.suite.theta0()
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                for t in self.suite.tasks:
+                    self._score(theta0, t, split)
+            times.append(time.perf_counter() - t0)
+        self.compile_s += max(0.0, times[0] - times[1])
+        return self.compile_s
+
     def _score(self, params: Params, task: str, split: str) -> dict[str, Any]:
         suite = self.suite
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -86,9 +161,9 @@ class Evaluator:
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp
                     else contextlib.nullcontext())
         for raw in self._batches(task, split):
-            batch = suite.prepare(raw, self.device)
+            batch = suite.prepare(raw, self.device, **({"dtype": self.dtype} if self.dtype is not None else {}))
             with autocast:
-                l, c, k = suite.batch_metrics(params, task, batch)
+                l, c, k = self._metrics(params, task, batch)
             loss_sum += l.double()                  # summed on the device, read once per task
             if c is None:
                 has_acc = False
@@ -99,15 +174,12 @@ class Evaluator:
             raise BenchError(f"task {task!r} has no {split} examples")
         return {"loss": float(loss_sum) / n, "accuracy": float(correct) / n if has_acc else None}
 
-    def _batches(self, task: str, split: str) -> list[dict[str, torch.Tensor]]:
-        """Stored (compact, e.g. uint8) batches, moved to the device once per task+split;
-        `suite.prepare` turns each into model inputs on the fly."""
-        if (task, split) not in self._data:
-            data = {k: v.to(self.device) for k, v in self.suite.eval_data(task, split).items()}
-            n = len(next(iter(data.values())))
-            self._data[(task, split)] = [{k: v[i:i + self.batch_size] for k, v in data.items()}
-                                         for i in range(0, n, self.batch_size)]
-        return self._data[(task, split)]
+    def _batches(self, task: str, split: str):
+        """Views of the device-resident split (`DEVICE_DATA`), `batch_size` examples at a time."""
+        data = DEVICE_DATA.get(self.suite, task, split, self.device)
+        n = len(next(iter(data.values())))
+        for i in range(0, n, self.batch_size):
+            yield {k: v[i:i + self.batch_size] for k, v in data.items()}
 
 
 def references(evaluator: Evaluator, split: str = "test") -> dict[str, dict[str, dict]]:

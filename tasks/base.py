@@ -101,8 +101,9 @@ class Suite:
         one pseudo-example: their losses are closed forms."""
         return {"example": torch.zeros(1)}
 
-    def prepare(self, batch: Batch, device: torch.device) -> Batch:
-        """Stored tensors → model inputs on `device` (e.g. uint8 images → normalised floats)."""
+    def prepare(self, batch: Batch, device: torch.device, dtype: torch.dtype | None = None) -> Batch:
+        """Stored tensors → model inputs on `device` (e.g. uint8 images → normalised floats, made
+        directly in `dtype` when the forward runs in it, e.g. bf16 under autocast)."""
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
     def batch_metrics(self, params: Params, task: str, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, int]:
@@ -138,6 +139,15 @@ class Suite:
 
     def describe(self) -> str:
         return f"{self.name} v{self.version}: {', '.join(self.tasks)}"
+
+
+def device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator on `device` seeded by one draw from the host `generator`: sampling on the device
+    that still follows the run's seed (on the CPU, `generator` itself)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return generator
+    return torch.Generator(device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
 
 
 def select_tasks(names: Sequence[str] | None, available: Sequence[str], suite: str) -> list[str]:
@@ -199,9 +209,14 @@ class ModelSuite(Suite):
         raise KeyError(f"{self.name} has no {split} data for task {task!r}")
 
     def train_batch(self, task: str, batch_size: int, generator: torch.Generator) -> Batch:
-        data = self.eval_data(task, "train")
+        """Indices drawn on the host (the same stream on every device), gathered where the split
+        lives: on the GPU when it fits there (bench.evaluator.DEVICE_DATA), so no batch is copied."""
+        from bench.evaluator import DEVICE_DATA
+
+        data = DEVICE_DATA.get(self, task, "train", self.device)
         n = len(data["labels"])
         idx = torch.randint(n, (batch_size,), generator=generator)
+        idx = idx.to(next(iter(data.values())).device, non_blocking=True)
         return self.prepare({k: v[idx] for k, v in data.items()}, self.device)
 
     def frozen_modules(self) -> list[torch.nn.Module]:

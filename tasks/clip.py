@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 from bench.merge import Params
 from bench.registry import SUITES, BenchError, unknown_choice
 from tasks import hub
-from tasks.base import ModelSuite, select_tasks
+from tasks.base import ModelSuite, device_generator, select_tasks
 from tasks.cache import cache_root, cached_build
 from tasks.clip_backends import ARCHS, Loaded, Preprocess, load_hf, load_open_clip, load_random
 
@@ -255,18 +255,19 @@ class CLIPSuite(ModelSuite):
     def features(self, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self._features(self.backbone, self.projection, params, batch)
 
-    def prepare(self, batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
-        device = torch.device(device)
-        pixels = batch["pixel_values"].to(device, non_blocking=True).float().div_(255.0)
-        pixels = (pixels - self._mean_t.to(device)) / self._std_t.to(device)
+    def prepare(self, batch: dict[str, torch.Tensor], device, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """uint8 on the device → normalised pixels, computed in the forward's dtype (bf16 under autocast)."""
+        device, dtype = torch.device(device), dtype or torch.float32
+        pixels = batch["pixel_values"].to(device, non_blocking=True).to(dtype).div_(255.0)
+        pixels = (pixels - self._mean_t.to(device, dtype)) / self._std_t.to(device, dtype)
         return {"pixel_values": pixels, "labels": batch["labels"].to(device, non_blocking=True).long()}
 
     def train_batch(self, task: str, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        if self.random_weights:     # synthetic: drawn per batch, never stored
-            s = self.preprocess.crop
-            raw = {"pixel_values": torch.randint(0, 256, (batch_size, 3, s, s), generator=generator,
-                                                 dtype=torch.uint8),
-                   "labels": torch.randint(self._num_classes(task), (batch_size,), generator=generator)}
+        if self.random_weights:     # synthetic: drawn per batch on the device, never stored
+            s, g = self.preprocess.crop, device_generator(generator, self.device)
+            raw = {"pixel_values": torch.randint(0, 256, (batch_size, 3, s, s), generator=g, dtype=torch.uint8,
+                                                 device=self.device),
+                   "labels": torch.randint(self._num_classes(task), (batch_size,), generator=g, device=self.device)}
             return self.prepare(raw, self.device)
         return super().train_batch(task, batch_size, generator)
 
@@ -282,11 +283,11 @@ class CLIPSuite(ModelSuite):
         return hub.split_sizes(self, task, SPLIT_SIZES)
 
     def _split_data(self, task: str, split: str) -> dict[str, torch.Tensor]:
-        if self.random_weights:
-            n, s = self.split_sizes(task)[split], self.preprocess.crop
-            g = torch.Generator().manual_seed(int(hub.digest([self.seed, task, split]), 16) % 2**63)
-            return {"pixel_values": torch.randint(0, 256, (n, 3, s, s), generator=g, dtype=torch.uint8),
-                    "labels": torch.randint(self._num_classes(task), (n,), generator=g)}
+        if self.random_weights:      # generated where it is used: ~16 GB for 8 tasks at 224 px
+            n, s, d = self.split_sizes(task)[split], self.preprocess.crop, self.device
+            g = torch.Generator(d).manual_seed(int(hub.digest([self.seed, task, split]), 16) % 2**63)
+            return {"pixel_values": torch.randint(0, 256, (n, 3, s, s), generator=g, dtype=torch.uint8, device=d),
+                    "labels": torch.randint(self._num_classes(task), (n,), generator=g, device=d)}
         src = self._sources[task]
         name, idx = src["splits"][split]
         label_map = src["label_map"]

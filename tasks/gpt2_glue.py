@@ -208,7 +208,7 @@ class GPT2GLUE(ModelSuite):
     def features(self, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return gpt2_features(self.backbone, params, batch)
 
-    def prepare(self, batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    def prepare(self, batch: dict[str, torch.Tensor], device, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         out = {"input_ids": batch["input_ids"].to(device, non_blocking=True).long(),
                "attention_mask": batch["attention_mask"].to(device, non_blocking=True).long(),
                "labels": batch["labels"].to(device, non_blocking=True).long()}
