@@ -114,12 +114,12 @@ class RayTraining(Method):
     batch_size: int = 16              # per task per step
     init_lambda: float = 0.3          # layerwise / taskwise start
     partitions: int = 10              # ray grid: das-dennis partitions (11 rays for 2 tasks)
-    max_rays: int = 66                # ray grid: cap for many tasks (one-hots + equal ray + coarser grid)
+    max_rays: int | None = None       # ray grid cap; null: the full grid up to 3 tasks (11, 66 rays), else the T one-hots + the equal ray (each ray is a training run)
     rays: list[list[float]] | None = None   # explicit rays instead of the grid
 
     def __post_init__(self):
         for name, lo in (("steps", 1), ("batch_size", 1), ("partitions", 1), ("max_rays", 1)):
-            if getattr(self, name) < lo:
+            if getattr(self, name) is not None and getattr(self, name) < lo:
                 raise BenchError(f"method.{name}={getattr(self, name)} must be ≥ {lo}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise BenchError(f"method.lr={self.lr} must be a positive number (or null for the default)")
@@ -140,7 +140,9 @@ class RayTraining(Method):
 
     # ---- the loop ------------------------------------------------------------------------------
     def approximate_front(self, suite, *, evaluator, seed: int) -> Front:
-        rays = resolve_rays(self.rays, suite.num_tasks, self.partitions, self.max_rays)
+        T = suite.num_tasks
+        max_rays = self.max_rays if self.max_rays is not None else (66 if T <= 3 else T + 1)
+        rays = resolve_rays(self.rays, T, self.partitions, max_rays)
         lr = resolve_lr(self.lr, self.space, suite.analytic)
         theta0, tv = suite.theta0(), suite.task_vectors()
         name = self.registry_name
@@ -167,6 +169,7 @@ class RayTraining(Method):
                      x_names=[f"ray[{t}]" for t in suite.tasks], metrics=metrics, split="test", extras=extras,
                      meta={"direction": self.direction_name, "space": self.space, "lr": lr, "steps": self.steps,
                            "schedule": self.schedule, "batch_size": self.batch_size, "n_rays": len(rays),
+                           "max_rays": max_rays,
                            "mu_max": float(max(mus)), **self.front_meta(extras)},
                      cost={"train_steps": self.steps * len(rays), "trainable_params": trainable,
                            "backward_passes": int(backward)})

@@ -18,23 +18,37 @@ from pymoo.util.ref_dirs import get_reference_directions
 
 from bench.front import Front
 from bench.merge import task_arithmetic
+from bench.rays import n_das_dennis
 from bench.registry import METHODS, BenchError
 from methods.base import Method
 
 
 def grid_coefficients(mode: str, num_tasks: int, points: int, lo: float, hi: float,
                       max_points: int, partitions: int, scales: list[float]) -> np.ndarray:
-    """[n, T] coefficient vectors of the chosen grid (pure function, unit-tested)."""
-    if mode == "shared":
-        return np.repeat(np.linspace(lo, hi, points)[:, None], num_tasks, axis=1)
+    """[n, T] coefficient vectors of the chosen grid (pure function, unit-tested). Every mode is
+    bounded by `max_points`: the per-task grid's axis shrinks with T to stay within it (never
+    below 2 points); a shared line or a simplex grid that would exceed it is refused, before
+    anything is allocated, with one line naming the count and the knobs."""
+    T = num_tasks
     if mode == "grid":
-        k = max(2, min(points, int(np.floor(max_points ** (1.0 / num_tasks) + 1e-9))))
-        axis = np.linspace(lo, hi, k)
-        return np.array(list(itertools.product(axis, repeat=num_tasks)))
-    if mode == "simplex":
-        d = get_reference_directions("das-dennis", num_tasks, n_partitions=partitions)
-        return np.vstack([s * d for s in scales])
-    raise BenchError(f"unknown ta_grid mode {mode!r}; valid choices: grid, shared, simplex")
+        k = max(2, min(points, int(np.floor(max_points ** (1.0 / T) + 1e-9))))
+        n, knobs = k ** T, f"{k} points per axis, the fewest a grid can have, at T = {T}; use mode=simplex or shared"
+    elif mode == "shared":
+        n, knobs = points, "lower method.points"
+    elif mode == "simplex":
+        n = n_das_dennis(T, partitions) * len(scales)
+        knobs = f"{n_das_dennis(T, partitions)} directions × {len(scales)} scales; lower method.partitions"
+    else:
+        raise BenchError(f"unknown ta_grid mode {mode!r}; valid choices: grid, shared, simplex")
+    if n > max_points:
+        raise BenchError(f"ta_grid mode={mode} would evaluate {n:,} points at T = {T} ({knobs}), more than "
+                         f"method.max_points={max_points}; or raise method.max_points")
+    if mode == "grid":
+        return np.array(list(itertools.product(np.linspace(lo, hi, k), repeat=T)))
+    if mode == "shared":
+        return np.repeat(np.linspace(lo, hi, points)[:, None], T, axis=1)
+    d = get_reference_directions("das-dennis", T, n_partitions=partitions)
+    return np.vstack([s * d for s in scales])
 
 
 @METHODS.register("ta_grid", "task arithmetic over a grid of coefficients (shared λ, per-task grid, simplex)")
@@ -47,7 +61,7 @@ class TAGrid(Method):
     points: int = 11            # per axis (shared, grid)
     lo: float = 0.0             # grid bounds (shared, grid)
     hi: float = 1.0
-    max_points: int = 2000      # grid: points per axis shrink with T to stay under this
+    max_points: int = 2000      # every mode: at most this many points (grid: the axis shrinks with T to fit)
     partitions: int = 10        # simplex: das-dennis partitions
     scales: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])  # simplex: Σλ values
     split: Literal["val", "test"] = "test"     # the split every point is scored on
@@ -70,4 +84,6 @@ class TAGrid(Method):
                    for lam in lams]
         return Front(tasks=suite.tasks, objective=suite.objective, X=lams,
                      x_names=[f"lambda[{t}]" for t in suite.tasks], metrics=metrics, split=self.split,
-                     meta={"mode": self.mode})
+                     meta={"mode": self.mode, "n_points": len(lams),
+                           **({"points_per_axis": int(round(len(lams) ** (1 / suite.num_tasks)))}
+                              if self.mode == "grid" else {})})

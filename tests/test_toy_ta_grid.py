@@ -103,3 +103,26 @@ def test_evaluator_caches_repeated_candidates():
     with ev.uncounted():
         ev.evaluate(suite.theta0(), "test")
     assert ev.evaluations == 2
+
+
+@pytest.mark.parametrize("mode,extra,count", [
+    ("simplex", {}, "77,792 points at T = 8 (19448 directions × 4 scales"),
+    ("shared", {"points": 3001}, "3,001 points at T = 8"),
+    ("grid", {"max_points": 100}, "256 points at T = 8 (2 points per axis"),
+])
+def test_every_mode_is_bounded_by_max_points_before_allocating(mode, extra, count):
+    """T = 8 once grew to 22 GB before the kernel killed it: now refused with the count and the knob."""
+    kw = {"points": 11, "lo": 0.0, "hi": 1.0, "max_points": 2000, "partitions": 10, "scales": [0.5, 1, 1.5, 2], **extra}
+    with pytest.raises(BenchError, match="method.max_points") as e:
+        grid_coefficients(mode, 8, **kw)
+    assert count in str(e.value)
+    assert len(grid_coefficients("grid", 8, **{**kw, "max_points": 2000})) == 256    # 2000^(1/8) → 2 per axis
+
+
+def test_per_ray_trainers_cap_their_rays_by_default_at_many_tasks():
+    from bench.registry import METHODS
+
+    suite = SUITES.build("toy-quadratic", num_tasks=5)
+    front = METHODS.build("ls", steps=2).approximate_front(suite, evaluator=Evaluator(suite), seed=0)
+    assert len(front) == 6 and front.meta["max_rays"] == 6                  # T one-hots + the equal ray
+    assert np.isclose(front.X, 0.2).all(axis=1).sum() == 1 and (front.X == 1.0).sum() == 5
