@@ -5,11 +5,19 @@
 
 Every file of a finished build is listed in MANIFEST.json with its size and SHA-256. A directory
 without a manifest (a build that died half-way) or with any file missing, resized or altered is
-treated as corrupt: it is moved aside and rebuilt, never silently used. Builds are assembled in a
-temporary sibling directory and renamed into place, so readers never see a partial build.
+treated as corrupt: it is removed and rebuilt, never silently used. Builds are assembled in a
+temporary sibling `.<name>.build-*` and renamed into place, so readers never see a partial build.
+
+One builder at a time: a build holds an exclusive `fcntl` lock on the sibling file `.<name>.lock`
+from before its temporary folder exists until after the rename. A second process asking for the same
+build waits on that lock, then finds the finished directory and uses it. The kernel drops the lock
+when its holder dies, however it dies, so a temporary folder whose lock is free was left by a dead
+build: such folders are removed on every call, and one that a live builder holds never is.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -17,7 +25,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 MANIFEST = "MANIFEST.json"
 
@@ -65,32 +73,63 @@ def verify(directory: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def build_lock(directory: Path, *, wait: bool = True, log: Callable[[str], None] | None = None) -> Iterator[bool]:
+    """Hold the exclusive build lock of `directory` inside the block. Another process holds it: wait
+    for it (saying so through `log`), or with `wait=False` yield False at once, holding nothing.
+    The lock file is never deleted: a process that opened it before a deletion would lock a file
+    that no later process sees."""
+    with open(directory.parent / f".{directory.name}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            if log is not None:
+                log(f"waiting for another process building {directory}")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield True          # closing the file releases the lock
+
+
+def remove_stale_builds(parent: Path) -> list[Path]:
+    """Remove the temporary build folders under `parent` whose builder is gone (their lock is free)."""
+    removed = []
+    for tmp in sorted(parent.glob(".*.build-*")):
+        target = parent / tmp.name[1:].rsplit(".build-", 1)[0]
+        with build_lock(target, wait=False) as free:
+            if free:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+    return removed
+
+
 def cached_build(directory: Path, build: Callable[[Path], dict | None], *, log: Callable[[str], None] = print) -> Path:
     """Return `directory` holding a verified build; run `build(tmp_dir)` (which may return info
-    for the manifest) when it is missing or corrupt."""
+    for the manifest) when it is missing or corrupt, or wait for a process already building it."""
     directory = Path(directory)
-    if directory.exists():
-        problem = verify(directory)
-        if problem is None:
-            return directory
-        log(f"cache {directory} is corrupt ({problem}); rebuilding")
-        shutil.rmtree(directory, ignore_errors=True)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.build-"))
-    try:
-        t0 = time.perf_counter()
-        info = build(tmp) or {}
-        info.setdefault("build_s", round(time.perf_counter() - t0, 2))
-        write_manifest(tmp, info)
+    for tmp in remove_stale_builds(directory.parent):
+        log(f"removed {tmp}, left behind by a build that died")
+    if verify(directory) is None:
+        return directory
+    with build_lock(directory, log=log):
+        if directory.exists():
+            problem = verify(directory)
+            if problem is None:          # built by the process this one waited for
+                return directory
+            log(f"cache {directory} is corrupt ({problem}); rebuilding")
+            shutil.rmtree(directory)
+        tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.build-"))
         try:
+            t0 = time.perf_counter()
+            info = build(tmp) or {}
+            info.setdefault("build_s", round(time.perf_counter() - t0, 2))
+            write_manifest(tmp, info)
             os.rename(tmp, directory)
-        except OSError:            # another process finished the same build first
-            if verify(directory) is not None:
-                raise
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            raise
     return directory
 
 

@@ -89,6 +89,5 @@ def format_bars(name: str, bars: dict, timings: dict) -> str:
     lines.append(f"fine-tuned ≥ {BAR_FINETUNED}: {bars['finetuned_ok']}   θ0 ≥ {BAR_GAP} lower: {bars['gap_ok']}   "
                  f"TA line best point ≥ {BAR_LINE} below on all {len(gaps)} pairs: {bars['line_ok']} "
                  f"(smallest gap {min(gaps, default=float('nan')):.3f}, {worst})")
-    fmt = lambda v: "+".join(f"{x:.1f}" for x in v) if isinstance(v, list) else f"{v:.1f}"  # noqa: E731
-    lines.append("build time: " + ", ".join(f"{k[:-2].replace('_', ' ')} {fmt(v)}s" for k, v in timings.items()))
+    lines.append("build time: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f}s" for k, v in timings.items()))
     return "\n".join(lines)

@@ -157,7 +157,7 @@ def test_second_construction_loads_from_cache_in_seconds(tiny_clip, monkeypatch)
     def no_rebuild(*a, **k):
         raise AssertionError("the cached build was not reused")
 
-    monkeypatch.setattr(tc, "build_theta0", no_rebuild)
+    monkeypatch.setattr(tc.TinyClip, "_build", no_rebuild)
     t = time.perf_counter()
     again = SUITES.build("tiny-clip")
     dt = time.perf_counter() - t
@@ -195,7 +195,7 @@ def test_corrupted_cache_is_detected_and_rebuilt(small, tmp_path, damage, capsys
 # ---- determinism ----------------------------------------------------------------------------
 def test_same_seed_same_weights_other_seed_other_weights(small, tmp_path):
     root, ref = small
-    again = small_build(tmp_path / "again", build_workers=2)      # another process fine-tunes half the tasks
+    again = small_build(tmp_path / "again", build_workers=2)      # two pool processes share the jobs
     assert again.cache_path != ref.cache_path
     assert weights_hash(again) == weights_hash(ref)
     assert params_hash(again.theta0()) == params_hash(ref.theta0())
@@ -210,7 +210,8 @@ def test_build_sizes_are_respected_and_recorded(small):
     assert len(ref.eval_data("dots", "train")["labels"]) == SMALL["train_size"]
     assert len(ref.eval_data("dots", "test")["labels"]) == SMALL["test_size"]
     info = ref.build_info
-    assert {"data_s", "pretrain_s", "finetune_and_lines_s", "references_s", "total_s"} <= set(info["timings"])
+    assert {"data_s", "pretrain_s", "finetune_and_lines_s", "bars_s", "total_s"} <= set(info["timings"])
+    assert info["sizes"] == SMALL and info["seed"] == 0 and info["build_workers"] == 1
     assert ref.config() == {"names": list(tc.TASK_NAMES), "seed": 0, **SMALL}
 
 

@@ -57,8 +57,8 @@ def hf_accuracy(path: Path, task: str, body: dict | None, data: dict) -> float:
 
 # ---- quality bars -----------------------------------------------------------------------------
 def test_quality_bars(suite):
-    bars = suite.info["bars"]
-    print(quality.format_bars("tiny-gpt2", bars, suite.info["timings"]))
+    bars = suite.build_info["bars"]
+    print(quality.format_bars("tiny-gpt2", bars, suite.build_info["timings"]))
     for t in suite.tasks:
         assert bars["finetuned"][t] >= quality.BAR_FINETUNED, t
         assert bars["finetuned"][t] - bars["pretrained"][t] >= quality.BAR_GAP, t
@@ -76,10 +76,10 @@ def test_quality_bars(suite):
 def test_bars_match_the_models_own_forward(suite):
     """θ_i, θ0 and one merged point re-scored with GPT2ForSequenceClassification's forward on the
     padded data, with merging done by hand on state dicts: equal to the bars up to rounding flips."""
-    bars, tol = suite.info["bars"], 2.0 / suite.sizes["test_size"]
+    bars, tol = suite.build_info["bars"], 2.0 / suite.sizes["test_size"]
     theta0 = {k: v.clone() for k, v in suite.theta0().items()}
     for task in ("negation", "object"):
-        i, data = suite.tasks.index(task), suite.eval_data(task, "test")
+        data = suite.eval_data(task, "test")
         assert hf_accuracy(suite.cache_path, task, None, data) == pytest.approx(bars["finetuned"][task], abs=tol)
         assert hf_accuracy(suite.cache_path, task, theta0, data) == pytest.approx(bars["pretrained"][task], abs=tol)
     a, b = "topic", "sentiment"
@@ -115,7 +115,7 @@ def test_ta_grid_cli_writes_a_record_with_hv_and_references(suite, tmp_path):
     rec = json.loads(path.read_text())
     assert rec["suite"] == "tiny-gpt2" and rec["tasks"] == CLI_PAIR and len(rec["points"]) == 121
     assert 0.0 < rec["indicators"]["hv"] <= 1.0
-    bars = suite.info["bars"]
+    bars = suite.build_info["bars"]
     for t in CLI_PAIR:
         assert rec["references"]["finetuned"][t]["accuracy"] == pytest.approx(bars["finetuned"][t])
         assert rec["references"]["pretrained"][t]["accuracy"] == pytest.approx(bars["pretrained"][t])
@@ -184,7 +184,7 @@ def test_splits_are_disjoint_and_balanced(suite):
 
 def test_cache_reuse_loads_without_building(suite, monkeypatch):
     before = (suite.cache_path / MANIFEST).stat().st_mtime_ns
-    monkeypatch.setattr(tiny_gpt2, "build", lambda *a, **k: pytest.fail("rebuilt a valid cache"))
+    monkeypatch.setattr(tiny_gpt2.TinyGPT2, "_build", lambda *a, **k: pytest.fail("rebuilt a valid cache"))
     t = time.perf_counter()
     again = SUITES.build("tiny-gpt2")
     load_s = time.perf_counter() - t
@@ -195,9 +195,9 @@ def test_cache_reuse_loads_without_building(suite, monkeypatch):
 
 
 def test_small_builds_are_deterministic_and_corruption_is_rebuilt(tmp_path, capsys):
-    a = SUITES.build("tiny-gpt2", cache_dir=str(tmp_path / "a"), **SMALL)
-    b = SUITES.build("tiny-gpt2", cache_dir=str(tmp_path / "b"), **SMALL)
-    c = SUITES.build("tiny-gpt2", cache_dir=str(tmp_path / "b"), seed=1, **SMALL)
+    a = SUITES.build("tiny-gpt2", cache_dir=str(tmp_path / "a"), build_workers=1, **SMALL)
+    b = SUITES.build("tiny-gpt2", cache_dir=str(tmp_path / "b"), build_workers=2, **SMALL)   # two pool processes
+    c = SUITES.build("tiny-gpt2", cache_dir=str(tmp_path / "b"), seed=1, build_workers=1, **SMALL)
     assert a.cache_path.name.startswith("v2-seed0-") and c.cache_path.name.startswith("v2-seed1-")
     h = suite_hash(a)
     assert suite_hash(b) == h
@@ -210,12 +210,12 @@ def test_small_builds_are_deterministic_and_corruption_is_rebuilt(tmp_path, caps
     f.write_bytes(bytes(blob))
     assert verify(a.cache_path).startswith("altered file")
     capsys.readouterr()
-    rebuilt = SUITES.build("tiny-gpt2", cache_dir=str(tmp_path / "a"), **SMALL)
+    rebuilt = SUITES.build("tiny-gpt2", cache_dir=str(tmp_path / "a"), build_workers=1, **SMALL)
     assert "corrupt" in capsys.readouterr().out
     assert verify(rebuilt.cache_path) is None and suite_hash(rebuilt) == h
     # a build that died half-way (no manifest) is rebuilt too
     (rebuilt.cache_path / MANIFEST).unlink()
-    assert suite_hash(SUITES.build("tiny-gpt2", cache_dir=str(tmp_path / "a"), **SMALL)) == h
+    assert suite_hash(SUITES.build("tiny-gpt2", cache_dir=str(tmp_path / "a"), build_workers=1, **SMALL)) == h
 
 
 def test_bad_names_and_sizes_fail_with_the_valid_choices():
@@ -227,6 +227,8 @@ def test_bad_names_and_sizes_fail_with_the_valid_choices():
         SUITES.build("tiny-gpt2", names=[])
     with pytest.raises(BenchError, match="finetune_steps=0"):
         SUITES.build("tiny-gpt2", finetune_steps=0)
+    with pytest.raises(BenchError, match="build_workers=0"):
+        SUITES.build("tiny-gpt2", build_workers=0)
 
 
 def test_text_generation_is_deterministic_and_labels_follow_the_slots():
