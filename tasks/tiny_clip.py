@@ -90,9 +90,9 @@ class TinyClip(OfflineSuite):
     def features(self, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return clip_vision_features(self.backbone, params, batch)
 
-    def prepare(self, batch, device):
+    def prepare(self, batch, device, dtype: torch.dtype | None = None):
         out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        out["pixel_values"] = standardize(out["pixel_values"])
+        out["pixel_values"] = standardize(out["pixel_values"]).to(dtype or torch.float32)
         return out
 
     # ---- OfflineSuite hooks ----------------------------------------------------------------

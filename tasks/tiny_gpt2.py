@@ -99,8 +99,8 @@ class TinyGPT2(OfflineSuite):
                          test_size=test_size, pretrain_steps=pretrain_steps, finetune_steps=finetune_steps)
 
     # ---- what the Evaluator and trainers call --------------------------------------------------
-    def prepare(self, batch, device):
-        """Right-padded stored ids → the batch cut to its longest sequence, on `device`."""
+    def prepare(self, batch, device, dtype: torch.dtype | None = None):
+        """Right-padded stored ids → the batch cut to its longest sequence, on `device` (ids: no dtype)."""
         return {k: v.to(device, non_blocking=True) for k, v in trim_padding(batch).items()}
 
     def features(self, params: Params, batch):
