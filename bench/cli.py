@@ -35,6 +35,7 @@ class Command:
     options: dict[str, Option] = field(default_factory=dict)
     flags: dict[str, str] = field(default_factory=dict)     # --flag → help
     raw: bool = False              # the handler parses argv itself (Hydra overrides)
+    positional: str = ""           # the option a bare word sets (`bench ls ta_grid` = `bench ls name=ta_grid`)
     usage: str = ""                # raw commands: their argument summary
 
     def help(self) -> str:
@@ -60,6 +61,9 @@ class Command:
                 out[a.lstrip("-")] = True
                 continue
             key, eq, _ = a.partition("=")
+            if not eq and self.positional and out.get(self.positional) is None and "-" != a[:1]:
+                out[self.positional] = a
+                continue
             if not eq:
                 raise BenchError(f"bad argument {a!r}: expected key=value; valid keys: {', '.join(self.options)}")
             if key not in self.options:
@@ -82,9 +86,12 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
              "python -m bench run method=ta_grid tasks=toy-quadratic method.points=21",
              "python -m bench run -m method=ta_grid,ls tasks=toy-quadratic seed=0,1"),
             raw=True, usage="[-m] [method=NAME] [tasks=SUITE] [method.KEY=V] [tasks.KEY=V] [SETTING=V]"),
-    Command("ls", "bench.cli:cmd_ls", "List the registered methods and suites, or one entry's options with their defaults.",
-            ("python -m bench ls", "python -m bench ls name=ta_grid", "python -m bench ls name=tiny-clip"),
-            {"name": Option(None, "a method or suite: print its options, defaults and documentation")}),
+    Command("ls", "bench.cli:cmd_ls", "List the registered methods and suites, one entry's options with their "
+            "defaults, or the unfinished runs under out=.",
+            ("python -m bench ls", "python -m bench ls ta_grid", "python -m bench ls tiny-clip",
+             "python -m bench ls runs out=results/runs"),
+            {"name": Option(None, "a method or suite (its options, defaults and documentation), or runs"),
+             "out": RESULTS}, positional="name"),
     Command("table", "bench.report:cmd_table", "Paper-style leaderboard from the records under out=.",
             ("python -m bench table", "python -m bench table tasks=toy-quadratic format=latex",
              "python -m bench table format=csv out=results/runs > leaderboard.csv"),
@@ -111,28 +118,22 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
 )}
 
 
-class Terminated(BaseException):
-    """SIGTERM (e.g. a Slurm pre-emption), raised in the main thread so that every cleanup runs."""
-
-
-def _terminate(signum, frame):
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    from bench.interrupt import Terminated, on_sigterm
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         return _dispatch(argv[0], argv[1:])
-    except KeyboardInterrupt:
-        print("interrupted (SIGINT); an unfinished run keeps nothing", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("terminated (SIGTERM); an unfinished run keeps nothing", file=sys.stderr)
-        return 143
+    except (KeyboardInterrupt, Terminated) as e:
+        what = "interrupted (SIGINT)" if isinstance(e, KeyboardInterrupt) else "terminated (SIGTERM)"
+        hint = getattr(e, "resume_hint", None)
+        print(f"{what}; " + (f"the work paid for is kept: {hint}" if hint else "the unfinished run kept nothing"),
+              file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 143
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -216,6 +217,8 @@ def hydra_multirun(overrides: list[str], run) -> int:
 def cmd_ls(opts: dict) -> int:
     from bench.config import GROUPS, presets
 
+    if opts["name"] == "runs":
+        return _ls_runs(str(opts["out"]))
     if opts["name"] is not None:
         return _ls_entry(str(opts["name"]))
     for title, group in (("methods", "method"), ("suites", "tasks")):
@@ -244,4 +247,25 @@ def _ls_entry(name: str) -> int:
     print(f"options ({group}.KEY=VALUE):")
     for k, v in defaults(entry.obj, entry.defaults).items():
         print(f"  {k + '=' + _show(v):<28} {docs.get(k, '')}".rstrip())
+    return 0
+
+
+def _ls_runs(out: str) -> int:
+    """Unfinished runs (a directory without record.json) and how far they got."""
+    import json
+    import time
+
+    from bench.rundir import JOURNAL, RUN_FILE, Checkpoints, Journal, unfinished
+
+    runs = unfinished(out)
+    print(f"unfinished runs under {out}: {len(runs)}" + ("" if runs else " (none)"))
+    for d in runs:
+        cfg = json.loads((d / RUN_FILE).read_text())["config"]
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime((d / RUN_FILE).stat().st_mtime))
+        steps = [f"{n} at step {Checkpoints(d).load(n).get('step', '?')}" if n != "rays"
+                 else f"{len(Checkpoints(d).load(n)['rays'])} rays done" for n in Checkpoints(d).progress()]
+        print(f"  {d.parent.parent.name}/{d.parent.name}/{d.name}  started {started}  "
+              f"{len(Journal(d / JOURNAL).entries())} evaluations" + (f"  {', '.join(steps)}" if steps else "")
+              + f"  resume: python -m bench run method={cfg['method']['name']} tasks={cfg['tasks']['name']} ... "
+              f"out={out} resume={d.name}")
     return 0

@@ -45,6 +45,8 @@ class Settings:
     deterministic: bool | None = None    # torch deterministic algorithms; null: on for the CPU (free), off on CUDA (costs speed)
     compile: bool = False                # evaluate through torch.compile (compile time reported as cost.compile_s)
     run_id: str | None = None            # default: <time>-s<seed>-<random>
+    resume: str | None = None            # true: continue the newest unfinished run of this config; or its run_id
+    checkpoint_every: int = 50           # training steps between checkpoints of a run's training state
 
     def __post_init__(self):
         if self.seed < 0:
@@ -57,8 +59,16 @@ class Settings:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise BenchError(f"{name}={v} must be ≥ 1 (or null for the default)")
-        if self.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.run_id):
-            raise BenchError(f"run_id={self.run_id!r} must be letters, digits, '.', '_' or '-' (it names a directory)")
+        for name in ("run_id", "resume"):
+            v = getattr(self, name)
+            if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+                raise BenchError(f"{name}={v!r} must be letters, digits, '.', '_' or '-' (it names a directory)")
+        if self.resume is not None and self.resume.lower() in ("true", "false"):
+            object.__setattr__(self, "resume", "true" if self.resume.lower() == "true" else None)
+        if self.resume is not None and self.run_id is not None:
+            raise BenchError("resume= and run_id= cannot be combined: resume=<run-id> names the run to continue")
+        if self.checkpoint_every < 1:
+            raise BenchError(f"checkpoint_every={self.checkpoint_every} must be ≥ 1")
 
 
 # ---- schemas -----------------------------------------------------------------------------------

@@ -14,8 +14,10 @@ the least recently used split rather than run out of memory; batches are views o
 `torch.inference_mode`; parameters applied with `torch.func.functional_call` (no model copies);
 losses and correct counts are summed on the device and read once per task and split (no host
 sync per batch); `compile=True` runs the forward through `torch.compile`. Results are cached by
-(suite key, split, merge recipe): a repeated candidate costs nothing. `evaluations` counts full
-passes of one merged model over one split (all requested tasks), the unit of cost in records.
+(suite key, split, merge recipe): a repeated candidate costs nothing. With a `journal`
+(bench/journal.py) every evaluation is appended as it completes and a resumed run reads them back
+instead of recomputing. `evaluations` counts full passes of one merged model over one split (all
+requested tasks), the unit of cost in records, across attempts (`reused`: those read back).
 """
 from __future__ import annotations
 
@@ -87,7 +89,7 @@ DEVICE_DATA = DeviceData()
 
 class Evaluator:
     def __init__(self, suite, device: str | torch.device | None = None, batch_size: int | None = None,
-                 amp: bool | None = None, compile: bool = False):
+                 amp: bool | None = None, compile: bool = False, journal=None):
         self.suite = suite
         self.device = torch.device(device) if device is not None else suite.device
         # large batches fill a GPU; on a CPU small ones stay in cache (tiny-clip, 2 cores: 10.1k
@@ -100,6 +102,10 @@ class Evaluator:
         self._results: dict[Hashable, dict] = {}
         self._metrics = torch.compile(suite.batch_metrics) if compile else suite.batch_metrics
         self.compile_s = 0.0
+        self.journal, self.reused = journal, 0
+        # a resumed run: evaluations paid for in an earlier attempt, counted again when asked for
+        self._journaled = {(suite.key, e["split"], e["key"], tuple(e["tasks"])): e["metrics"]
+                           for e in (journal.entries() if journal is not None else ())}
 
     @property
     def evaluations(self) -> int:
@@ -131,10 +137,19 @@ class Evaluator:
             params = params() if callable(params) else params
             key = ("hash", params_hash(params))
         ck = (self.suite.key, split, key, tuple(tasks))
+        if ck not in self._results and ck in self._journaled:
+            self._results[ck] = self._journaled.pop(ck)
+            if self._counting:
+                self.counts[split] += 1
+                self.reused += 1
         if ck not in self._results:
             params = params() if callable(params) else params
             with torch.inference_mode():
-                self._results[ck] = {t: self._score(params, t, split) for t in tasks}
+                metrics = {t: self._score(params, t, split) for t in tasks}
+            if self.journal is not None:        # durable before it is used: a resumed run reads it back
+                self.journal.append({"key": key, "split": split, "tasks": tasks, "metrics": metrics,
+                                     "counted": self._counting})
+            self._results[ck] = metrics
             if self._counting:
                 self.counts[split] += 1
         return {t: dict(m) for t, m in self._results[ck].items()}

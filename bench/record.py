@@ -20,22 +20,18 @@
 A record is frozen: X and F (minimization form, `bench.front.to_minimization`) are computed once
 when it is made from a Front or read from JSON, and every consumer (indicators, tables, plots,
 checks, export) reads them from here. Files a method leaves (its `Front.artifacts`) are written
-beside record.json and listed in `artifacts`; they never pass through the JSON. A run claims its
-directory when it starts (`claim`: a second run with the same run_id fails at once), writes every
-file atomically and record.json last: a directory without record.json is never read as a record,
-and a run that fails or is interrupted removes its directory. Schema 2 (this one) stores only indicators that depend on the run
+beside record.json and listed in `artifacts`; they never pass through the JSON. A run owns its
+directory from the start (bench/rundir.py) and writes every file atomically, record.json last: a
+directory without record.json is an unfinished run, never read as a record. Schema 2 (this one) stores only indicators that depend on the run
 alone; version-1 records (which also stored IGD against a pooled front) are still read.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
-import fcntl
 import io
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +44,6 @@ from bench.registry import BenchError
 
 SCHEMA = 2
 READABLE = (1, 2)
-LOCK = ".lock"            # held by the process writing a run directory
 
 
 @dataclass(frozen=True)
@@ -278,39 +273,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def run_directory(out: str | os.PathLike, suite: str, method: str, run_id: str) -> Path:
-    return Path(out) / suite / method / run_id
-
-
-@contextlib.contextmanager
-def claim(directory: Path) -> Iterator[Path]:
-    """Make the run's directory before any work, so that two runs with the same run_id learn it at
-    once, and hold a lock on it while the run works. If the run ends without a record (an error, an
-    interruption) the directory, and any parent it created, is removed again."""
-    created = [p for p in (directory, *directory.parents) if not p.exists()]
-    try:
-        directory.mkdir(parents=True)
-    except FileExistsError:
-        state = "holds a finished run" if (directory / "record.json").exists() else \
-            "is in use by another run, or was left by an interrupted one"
-        raise BenchError(f"run directory {str(directory)!r} {state}; choose another run_id") from None
-    lock = open(directory / LOCK, "w")
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
-    try:
-        yield directory
-    finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
-        (directory / LOCK).unlink(missing_ok=True)
-        if not (directory / "record.json").exists():
-            shutil.rmtree(directory, ignore_errors=True)
-            for p in created[1:]:
-                with contextlib.suppress(OSError):
-                    p.rmdir()                      # only if empty
 
 
 def write_run(directory: Path, record: RunRecord, config_yaml: str, artifacts: dict[str, bytes] | None = None) -> Path:

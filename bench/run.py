@@ -25,7 +25,8 @@ from threadpoolctl import threadpool_limits
 from bench import indicators
 from bench.config import build_from_config, settings
 from bench.evaluator import Evaluator, references
-from bench.record import RunRecord, check_writable, claim, run_directory, write_run
+from bench.record import RunRecord, check_writable, write_run
+from bench.rundir import JOURNAL, Checkpoints, Journal, claim, find_resumable, run_directory
 from bench.registry import METHODS, SUITES, BenchError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -38,20 +39,25 @@ def run(cfg) -> Path:
 
     s = settings(cfg)
     check_writable(s.out)
-    with claim(run_directory(s.out, cfg.tasks.name, cfg.method.name, s.run_id or new_run_id(s.seed))) as directory:
+    config = OmegaConf.to_container(cfg, resolve=True)
+    directory = (find_resumable(s.out, cfg.tasks.name, cfg.method.name, config, s.resume) if s.resume else
+                 run_directory(s.out, cfg.tasks.name, cfg.method.name, s.run_id or new_run_id(s.seed)))
+    with claim(directory, config, resume=s.resume is not None):
         device = resolve_device(s.device)
         deterministic = device.type == "cpu" if s.deterministic is None else s.deterministic
         seed_everything(s.seed, deterministic)
         suite = build_from_config(SUITES, cfg.tasks, "tasks").to(device)
         method = build_from_config(METHODS, cfg.method, "method")
-        evaluator = Evaluator(suite, device, batch_size=s.eval_batch_size, compile=s.compile)
+        evaluator = Evaluator(suite, device, batch_size=s.eval_batch_size, compile=s.compile,
+                              journal=Journal(directory / JOURNAL))
+        checkpoints = Checkpoints(directory, s.checkpoint_every)
         torch.set_num_threads(choose_threads(s.threads, suite, device))
         compile_s = evaluator.warm_up() if s.compile else None
 
         reset_peak_memory(device)
         t0, c0 = time.perf_counter(), time.process_time()
         with threadpool_limits(limits=1, user_api="blas"):   # numpy's BLAS in methods: small matrices, reproducible sums
-            front = method.approximate_front(suite, evaluator=evaluator, seed=s.seed)
+            front = method.approximate_front(suite, evaluator=evaluator, seed=s.seed, checkpoints=checkpoints)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         peak = peak_memory_mb(device)
 
@@ -62,11 +68,12 @@ def run(cfg) -> Path:
             weights="random" if suite.random_weights else "real", method_paper=getattr(method, "paper", ""),
             seed=s.seed, run_id=directory.name,
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            config=OmegaConf.to_container(cfg, resolve=True), references=references(evaluator), meta=front.meta,
+            config=config, references=references(evaluator), meta=front.meta,
             cost={"wall_s": wall, "cpu_s": cpu, **({"compile_s": compile_s} if s.compile else {}),
                   "evaluations": evaluator.evaluations, "evaluations_by_split": dict(evaluator.counts),
                   "train_steps": 0, "trainable_params": 0, **front.cost, "peak_mem_mb": peak,
-                  "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss"},
+                  "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
+                  **({"resumed_from": directory.name, "evaluations_reused": evaluator.reused} if s.resume else {})},
             env={**environment(device), "deterministic": deterministic})
         ctx = indicators.Context(record.F_included, record.ref_point, pf=pf, objective=record.objective,
                                  finetuned=record.reference_values("finetuned"))

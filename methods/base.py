@@ -2,9 +2,12 @@
 
     front = SomeMethod(**config).approximate_front(suite, evaluator=evaluator, seed=0)
 
-The constructor (a dataclass) is the config schema (`bench/conf/method/<name>.yaml` holds its
-defaults); `approximate_front` returns a `bench.front.Front`. Methods never loop over evaluation
-data: every candidate is scored through `evaluator.evaluate(params, split, key=recipe)`.
+The constructor (a dataclass) is the config schema: its fields' defaults and trailing comments are
+the options' defaults and documentation (`bench ls name=<method>`). `approximate_front` returns a
+`bench.front.Front`. Methods never loop over evaluation data: every candidate is scored through
+`evaluator.evaluate(params, split, key=recipe)`, which journals it, so a resumed run gets it back
+for free. A method that trains saves its state through `checkpoints` (bench.rundir.Checkpoints:
+`due(step)`, `save(name, state)`, `load(name)`) and, when resumed, continues from it.
 """
 from __future__ import annotations
 
@@ -20,5 +23,5 @@ class Method:
     paper: ClassVar[str] = ""   # the paper it follows, printed as a leaderboard footnote
     url: ClassVar[str] = ""
 
-    def approximate_front(self, suite, *, evaluator, seed: int) -> Front:  # pragma: no cover
+    def approximate_front(self, suite, *, evaluator, seed: int, checkpoints=None) -> Front:  # pragma: no cover
         raise NotImplementedError

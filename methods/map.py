@@ -128,7 +128,7 @@ class MAP(Method):
             ms.check_points(self.pair_points, 2, "method.pair_points")
 
     # ---------------------------------------------------------------------------------------
-    def approximate_front(self, suite, *, evaluator, seed: int) -> Front:
+    def approximate_front(self, suite, *, evaluator, seed: int, checkpoints=None) -> Front:
         link = self._link(suite.objective)
         before = {s: evaluator.counts[s] for s in ("val", "test")}
         front = (self._nested if self.nested else self._map)(suite, evaluator, seed, link)

@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from bench.front import Front
 from bench.merge import Params, task_arithmetic
+from bench.interrupt import interruptible
 from bench.progress import progress
+from bench.rundir import Checkpoints
 from bench.registry import BenchError
 from methods.base import CHECK_EVERY, EXPLODED, Method
 from methods.epo_solver import non_uniformity
@@ -139,7 +141,7 @@ class RayTraining(Method):
         return {}
 
     # ---- the loop ------------------------------------------------------------------------------
-    def approximate_front(self, suite, *, evaluator, seed: int) -> Front:
+    def approximate_front(self, suite, *, evaluator, seed: int, checkpoints=None) -> Front:
         T = suite.num_tasks
         max_rays = self.max_rays if self.max_rays is not None else (66 if T <= 3 else T + 1)
         rays = resolve_rays(self.rays, T, self.partitions, max_rays)
@@ -147,19 +149,30 @@ class RayTraining(Method):
         theta0, tv = suite.theta0(), suite.task_vectors()
         name = self.registry_name
         config = tuple((f.name, _hashable(getattr(self, f.name))) for f in dataclasses.fields(self))
+        ck = checkpoints if checkpoints is not None else Checkpoints(None)
+        done = (ck.load("rays") or {"rays": []})["rays"]     # rays finished in an earlier attempt
         metrics, extras, trainable, backward = [], [], 0, 0
         for k, ray in enumerate(progress(rays, f"{name} rays", every_item=True)):
+            recipe = (name, config, tuple(np.round(ray, 12)), int(seed))
+            if k < len(done):                                 # its evaluation is in the journal
+                metrics.append(evaluator.evaluate(_journaled, "test", key=recipe))
+                extras.append(done[k]["extras"])
+                trainable, backward = done[k]["trainable"], backward + done[k]["backward"]
+                continue
             generator = torch.Generator().manual_seed(ray_seed(seed, k))
-            leaves, stats, final, diverged = self.train_ray(suite, ray, lr=lr, generator=generator)
+            leaves, stats, final, diverged = self.train_ray(suite, ray, lr=lr, generator=generator,
+                                                            checkpoints=ck, name=f"ray-{k}")
             trainable = sum(l.numel() for l in leaves)
             backward += sum(s["backward_passes"] for s in stats)
             params = {n: p.detach() for n, p in merged_params(self.space, theta0, tv, leaves).items()}
-            recipe = (name, config, tuple(np.round(ray, 12)), int(seed))
             metrics.append(evaluator.evaluate(params, "test", key=recipe))
             ok = np.isfinite(final).all()
             extras.append({"ray": [float(v) for v in ray], "train_losses": dict(zip(suite.tasks, final)),
                            "mu": non_uniformity(np.array(final), ray) if ok else None,
                            **self.ray_extras(stats), **({"diverged": diverged} if diverged else {})})
+            done.append({"extras": extras[-1], "trainable": trainable,
+                         "backward": sum(s["backward_passes"] for s in stats)})
+            ck.save("rays", {"rays": done})
         failed = [e for e in extras if "diverged" in e]
         if len(failed) == len(extras):
             raise BenchError(f"{name}: training diverged on every ray ({failed[0]['diverged']} on the first); "
@@ -174,11 +187,15 @@ class RayTraining(Method):
                      cost={"train_steps": self.steps * len(rays), "trainable_params": trainable,
                            "backward_passes": int(backward)})
 
-    def train_ray(self, suite, ray: np.ndarray, *, lr: float, generator: torch.Generator):
+    def train_ray(self, suite, ray: np.ndarray, *, lr: float, generator: torch.Generator,
+                  checkpoints: Checkpoints | None = None, name: str = "ray"):
         """Train one model for `ray`: (trainable leaves, per-step facts, final train losses [T], why it
         diverged or ""). Training stops at a non-finite loss; a run whose r-weighted loss ends
         `EXPLODED` times above where it started diverged too. The loss is looked at every step where
-        the direction reads it on the host anyway (EPO), else every `CHECK_EVERY` steps."""
+        the direction reads it on the host anyway (EPO), else every `CHECK_EVERY` steps. The state
+        (leaves, Adam, schedule, batch stream) is checkpointed as `name` every `checkpoints.every`
+        steps and when the run is stopped, and taken up again when the run resumes."""
+        ck = checkpoints if checkpoints is not None else Checkpoints(None)
         theta0, tv = suite.theta0(), suite.task_vectors()
         leaves = init_trainable(self.space, theta0, tv, self.init_lambda)
         opt = torch.optim.Adam(leaves, lr=lr)
@@ -186,25 +203,45 @@ class RayTraining(Method):
                  if self.schedule == "cosine" else None)
         support = [j for j in range(suite.num_tasks) if ray[j] > 0]
         weights = torch.as_tensor(ray[support], dtype=torch.float64)
-        stats, start, diverged = [], None, ""
-        for step in range(self.steps):
-            params = merged_params(self.space, theta0, tv, leaves)
-            # a list, not a stack: each task's backward then walks only its own graph
-            losses = [suite.loss(params, suite.tasks[j], suite.train_batch(suite.tasks[j], self.batch_size, generator))
-                      for j in support]
-            if self.host_losses or step % CHECK_EVERY == 0:
-                weighted = float(weights @ torch.stack([l.detach() for l in losses]).double().cpu())
-                start = weighted if start is None else start
-                if not np.isfinite(weighted):
-                    diverged = f"non-finite training loss at step {step}"
-                    break
-            grads, info = self.direction(losses, leaves, ray, support)
-            for leaf, g in zip(leaves, grads):
-                leaf.grad = g.detach()
-            opt.step()
+        stats, start, diverged, first = [], None, "", 0
+        saved = ck.load(name)
+        if saved is not None:
+            with torch.no_grad():
+                for leaf, value in zip(leaves, saved["leaves"]):
+                    leaf.copy_(value)
+            opt.load_state_dict(saved["opt"])
             if sched is not None:
-                sched.step()
-            stats.append(info)
+                sched.load_state_dict(saved["sched"])
+            generator.set_state(saved["generator"])
+            stats, start, first = saved["stats"], saved["start"], saved["step"]
+
+        def state(step: int) -> dict:
+            return {"step": step, "leaves": [l.detach().cpu() for l in leaves], "opt": opt.state_dict(),
+                    "sched": None if sched is None else sched.state_dict(), "generator": generator.get_state(),
+                    "stats": stats, "start": start}
+
+        with interruptible() as stop:
+            for step in range(first, self.steps):
+                params = merged_params(self.space, theta0, tv, leaves)
+                # a list, not a stack: each task's backward then walks only its own graph
+                losses = [suite.loss(params, suite.tasks[j], suite.train_batch(suite.tasks[j], self.batch_size, generator))
+                          for j in support]
+                if self.host_losses or step % CHECK_EVERY == 0:
+                    weighted = float(weights @ torch.stack([l.detach() for l in losses]).double().cpu())
+                    start = weighted if start is None else start
+                    if not np.isfinite(weighted):
+                        diverged = f"non-finite training loss at step {step}"
+                        break
+                grads, info = self.direction(losses, leaves, ray, support)
+                for leaf, g in zip(leaves, grads):
+                    leaf.grad = g.detach()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                stats.append(info)
+                if stop.requested or ck.due(step):
+                    ck.save(name, state(step + 1))
+                stop.check()
         with torch.no_grad():
             params = merged_params(self.space, theta0, tv, leaves)
             final = [float(suite.loss(params, t, suite.train_batch(t, self.batch_size, generator)))
@@ -215,3 +252,7 @@ class RayTraining(Method):
         elif not diverged and end > EXPLODED * max(start, 1e-12):
             diverged = f"training loss grew from {start:.3g} to {end:.3g}"
         return leaves, stats, final, diverged
+
+
+def _journaled():
+    raise RuntimeError("the evaluation of a ray finished in an earlier attempt is missing from the run's journal")

@@ -75,7 +75,7 @@ class TAGrid(Method):
         if not self.scales or not all(np.isfinite(v) and v > 0 for v in self.scales):
             raise BenchError(f"method.scales={list(self.scales)} must be positive numbers, e.g. [0.5,1.0]")
 
-    def approximate_front(self, suite, *, evaluator, seed: int) -> Front:
+    def approximate_front(self, suite, *, evaluator, seed: int, checkpoints=None) -> Front:
         lams = grid_coefficients(self.mode, suite.num_tasks, self.points, self.lo, self.hi,
                                  self.max_points, self.partitions, list(self.scales))
         theta0, tv = suite.theta0(), suite.task_vectors()

@@ -72,7 +72,8 @@ def test_same_seed_same_record(out, capsys):
     for r in recs:
         for k in ("run_id", "created", "env"):
             r.pop(k)
-        r["cost"].pop("wall_s"), r["cost"].pop("peak_mem_mb")
+        for k in ("wall_s", "cpu_s", "peak_mem_mb"):
+            r["cost"].pop(k)
         r["config"].pop("run_id", None)
         r["indicators"].pop("igd", None)
     assert recs[0] == recs[1]

@@ -16,7 +16,8 @@ from bench import indicators
 from bench.cli import main
 from bench.config import compose
 from bench.plots import make_figures
-from bench.record import RunRecord, load_records, run_directory, write_run
+from bench.record import RunRecord, load_records, write_run
+from bench.rundir import run_directory
 from bench.report import table_text
 from bench.run import run
 

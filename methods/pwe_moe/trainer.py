@@ -37,7 +37,9 @@ import torch
 
 from bench.front import Front
 from bench.merge import Params, params_hash
+from bench.interrupt import interruptible
 from bench.progress import progress as progress_bar
+from bench.rundir import Checkpoints
 from bench.registry import METHODS, BenchError
 from methods.base import CHECK_EVERY, Method
 from methods.pwe_moe.router import Routers
@@ -93,8 +95,12 @@ def router_step(suite, plan: MergePlan, routers: Routers, ray: torch.Tensor, bat
 
 def train_routers(suite, plan: MergePlan, routers: Routers, *, scalarizer: str, steps: int, lr: float,
                   batch_size: int, dirichlet_alpha: float, seed: int, eps: float = 1e-4,
-                  progress: bool = True) -> dict:
-    """Adam on the routers for `steps` steps; returns training facts (final losses, EPO μ, fallbacks)."""
+                  progress: bool = True, checkpoints: Checkpoints | None = None) -> dict:
+    """Adam on the routers for `steps` steps; returns training facts (final losses, EPO μ, fallbacks).
+    The whole training state (routers, Adam, schedule, both random streams, the facts so far) is
+    checkpointed every `checkpoints.every` steps and when the run is stopped, and taken up again
+    when it resumes: the result is the same as an uninterrupted run's."""
+    ck = checkpoints if checkpoints is not None else Checkpoints(None)
     _, ray_seed, data_seed = seeds(seed)
     rng = np.random.default_rng(ray_seed)
     gen = torch.Generator().manual_seed(data_seed)
@@ -102,9 +108,25 @@ def train_routers(suite, plan: MergePlan, routers: Routers, *, scalarizer: str, 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=LR_FLOOR * lr)
     T = suite.num_tasks
     tail = max(1, steps // 10)
-    hist_losses, hist_mu, fallbacks, descent = [], [], 0, 0
-    bar = progress_bar(range(steps), f"pwe_moe_{scalarizer} routers", disable=not progress)
-    with suite.frozen():
+    hist_losses, hist_mu, fallbacks, descent, first = [], [], 0, 0, 0
+    saved = ck.load("routers")
+    if saved is not None:
+        routers.load_state_dict(saved["routers"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        rng.bit_generator.state = saved["rng"]
+        gen.set_state(saved["generator"])
+        hist_losses, hist_mu, fallbacks, descent, first = (saved[k] for k in ("hist_losses", "hist_mu", "fallbacks",
+                                                                                "descent", "step"))
+
+    def state(step: int) -> dict:
+        return {"step": step, "routers": {k: v.detach().cpu() for k, v in routers.state_dict().items()},
+                "opt": opt.state_dict(), "sched": sched.state_dict(), "rng": rng.bit_generator.state,
+                "generator": gen.get_state(), "hist_losses": hist_losses, "hist_mu": hist_mu,
+                "fallbacks": fallbacks, "descent": descent}
+
+    bar = progress_bar(range(first, steps), f"pwe_moe_{scalarizer} routers", total=steps - first, disable=not progress)
+    with suite.frozen(), interruptible() as stop:
         for step in bar:
             ray = torch.as_tensor(rng.dirichlet([dirichlet_alpha] * T), dtype=torch.float32, device=suite.device)
             batches = [suite.train_batch(t, batch_size, gen) for t in suite.tasks]
@@ -116,13 +138,16 @@ def train_routers(suite, plan: MergePlan, routers: Routers, *, scalarizer: str, 
                 raise BenchError(f"pwe_moe: non-finite training loss at step {step} ({losses.tolist()}); "
                                  f"lower method.lr (now {lr})")
             if step >= steps - tail:
-                hist_losses.append(losses.double().cpu().numpy())
+                hist_losses.append(losses.double().cpu().tolist())
                 if info:
                     hist_mu.append(info["mu"])
             fallbacks += int(info.get("fallback", False))
             descent += int(info.get("mode") == "descent")
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{float(ray.to(losses) @ losses):.4f}")
+            if stop.requested or ck.due(step):
+                ck.save("routers", state(step + 1))
+            stop.check()
     facts = {"final_train_losses": dict(zip(suite.tasks, np.mean(hist_losses, axis=0).tolist()))}
     if scalarizer == "epo":
         facts.update(mu_final=float(np.mean(hist_mu)), epo_fallbacks=fallbacks, epo_descent_steps=descent)
@@ -216,7 +241,7 @@ class PWEMoE(Method):
             "upscale": state["upscale"], "init_lambda": plan.init_lambda, "scalarizer": state["scalarizer"],
             "routing": {m: [float(x) for x in w[i]] for i, m in enumerate(plan.modules)}}
 
-    def approximate_front(self, suite, *, evaluator, seed: int) -> Front:
+    def approximate_front(self, suite, *, evaluator, seed: int, checkpoints=None) -> Front:
         plan = build_plan(suite, self.upscale, self.init_lambda)
         T = suite.num_tasks
         routers = Routers(plan.num_modules, T, init_lambda=self.init_lambda,
@@ -225,6 +250,7 @@ class PWEMoE(Method):
         batch_size = self.batch_size or suite.train_batch_size
         t0 = time.perf_counter()
         facts = train_routers(suite, plan, routers, scalarizer=self.scalarizer, steps=self.steps, lr=self.lr,
+                              checkpoints=checkpoints,
                               batch_size=batch_size, dirichlet_alpha=self.dirichlet_alpha, seed=seed,
                               eps=self.epo_eps)
         train_s = time.perf_counter() - t0
