@@ -20,8 +20,8 @@
 * hv-tasks: for a suite whose records cover several T with otherwise equal settings, each row's HV
   against T, mean ± std over seeds: the normalised HV where records have one (accuracy suites),
   else HV / the HV of the ideal point (each task at its fine-tuned value); both are 1 at the
-  ideal point and equal at the default reference point. Task subsets of one size are a marker
-  each; the line joins their mean.
+  ideal point and equal at the default reference point. Log scale (HV shrinks about geometrically
+  with T) unless a value is 0. Task subsets of one size are a marker each; the line joins their mean.
 """
 from __future__ import annotations
 
@@ -31,11 +31,11 @@ import json
 import numpy as np
 from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
 from bench.front import to_minimization
 from bench.indicators import nondominated_mask
-from bench.plots import (WIDE, WIDTH, arrow, density, draw_front, draw_references, focus_range, legend,
+from bench.plots import (WIDE, WIDTH, arrow, draw_front, draw_references, focus_range, legend,
                          plt, points, reference_handles, representatives, style, true_front)
 from bench.record import RunRecord
 from bench.report import Table, by_suite_key, group_labels
@@ -63,7 +63,7 @@ def pairs_figure(table: Table, records: list[RunRecord], colours: dict[str, int]
     width = WIDTH if T <= 5 else WIDE
     fig = plt.figure(figsize=(width, width * 0.95))
     top = 0.99 if width == WIDE else 0.9                # one column: the title goes above the panels
-    grid = fig.add_gridspec(T - 1, T - 1, left=0.08, right=0.99, bottom=0.07, top=top, wspace=0.12, hspace=0.12)
+    grid = fig.add_gridspec(T - 1, T - 1, left=0.08, right=0.99, bottom=0.07, top=top, wspace=0.15, hspace=0.12)
     axes = {}                   # only the lower triangle: x shared down a column, y along a row
     for r, c in panels(T):
         axes[r, c] = fig.add_subplot(grid[r, c], sharex=axes.get((c, c)), sharey=axes.get((r, 0)))
@@ -83,8 +83,8 @@ def pairs_figure(table: Table, records: list[RunRecord], colours: dict[str, int]
             seen_y[j] += list(nd[:, 1])
         draw_references(ax, pre[[i, j]], ft[[i, j]], size=10)
         ax.grid(alpha=0.25, lw=0.4)
-        ax.xaxis.set_major_locator(MaxNLocator(3))
-        ax.yaxis.set_major_locator(MaxNLocator(3))
+        for axis in (ax.xaxis, ax.yaxis):               # at most 4 short labels: none collide at T = 8
+            axis.set_major_locator(MaxNLocator(3, steps=[1, 2, 5, 10]))
     for k in range(T - 1):                              # dominated outliers far away would squash the fronts
         if (lim := focus_range(np.asarray(seen_x[k], dtype=float))) is not None:
             axes[T - 2, k].set_xlim(*lim)
@@ -123,20 +123,22 @@ def parallel_figure(table: Table, records: list[RunRecord], colours: dict[str, i
         nd = points(rec)[1] / scale
         rows.append((nd, style(colours[cfg]), f"{label} ({len(nd)} pts)"))
     for nd, st, _ in sorted(rows, key=lambda row: -len(row[0])):      # the densest row underneath
-        _, alpha = density(len(nd))
+        alpha = float(np.clip(2 / np.sqrt(max(len(nd), 1)), 0.08, 0.8))    # lines overlap more than marks
         segments = np.stack([np.broadcast_to(x, nd.shape), nd], axis=-1)
-        ax.add_collection(LineCollection(segments, colors=[st["color"]], lw=0.6, alpha=alpha * 0.7))
+        ax.add_collection(LineCollection(segments, colors=[st["color"]], lw=0.6, alpha=alpha))
     ax.plot(x, pre / scale, color="k", ls="--", lw=0.9, marker="X", markersize=3.5, zorder=4)
     ax.scatter(x, ft / scale, marker="*", s=30, color="k", zorder=5)
     ax.autoscale_view()
     handles = [Line2D([], [], color=st["color"], lw=1.0, label=label) for _, st, label in rows]
     handles += [Line2D([], [], color="k", ls="--", marker="X", markersize=3.5, label="pre-trained"),
                 Line2D([], [], marker="*", color="k", ls="", markersize=5, label="fine-tuned (own task)")]
-    ax.set_xticks(x, table.tasks, rotation=35 if T > 5 else 0, ha="right" if T > 5 else "center")
+    ax.set_xticks(x, table.tasks, rotation=45 if T > 5 else 0, ha="right" if T > 5 else "center",
+                  rotation_mode="anchor")
     ax.set_xlim(-0.2, T - 0.8)
     ax.set_ylabel("accuracy / fine-tuned accuracy ↑" if obj == "accuracy" else "loss / pre-trained loss ↓")
     ax.grid(axis="x", alpha=0.5, lw=0.5)
     fig.suptitle(f"{table.suite} v{table.suite_version}, {T} tasks: non-dominated points", y=0.99)
+    fig.tight_layout(pad=0.3)               # before the legend, which goes below the task names
     legend(fig, handles)
     return fig
 
@@ -175,6 +177,8 @@ def hv_tasks_figures(tables: list[Table], records: list[RunRecord], colours: dic
                     m, s, by_ideal = row["hv_mean"] / box, row["hv_std"] / box, True
                 if np.isfinite(m):
                     series.setdefault(row["config"], []).append((len(t.tasks), m, s))
+        if not series:                      # no HV to scale: no fine-tuned references
+            continue
         name = f"{ts[0].suite}-v{ts[0].suite_version}-{hashlib.sha256(fam.encode()).hexdigest()[:10]}-hv-tasks"
         figures.append((name, hv_tasks_figure(ts[0], series, labels, colours, by_ideal)))
     return figures
@@ -194,10 +198,15 @@ def hv_tasks_figure(table: Table, series: dict, labels: dict[str, str], colours:
         ax.plot(Ts + dx, [P[P[:, 0] == T, 1].mean() for T in Ts], color=st["color"], lw=0.8)
         handles.append(Line2D([], [], label=labels[cfg], lw=0.8, markersize=3.5, **st))
     ax.set_xticks(sorted({T for pts in series.values() for T, _, _ in pts}))
+    if all(m > 0 for pts in series.values() for _, m, _ in pts):
+        ax.set_yscale("log")                # HV shrinks about geometrically with T: differences at large T stay visible
+        ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+        ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("number of tasks T")
     ax.set_ylabel("HV / HV of the ideal point ↑" if by_ideal else "normalised HV ↑")
     ax.grid(alpha=0.25, lw=0.4)
     fig.suptitle(f"{table.suite} v{table.suite_version}: HV against the number of tasks", y=0.99)
-    fig.tight_layout(pad=0.3)               # before the legend, which goes below the axes' labels
+    fig.tight_layout(pad=0.3)               # before the legend, which goes below the axis label
     legend(fig, handles)
     return fig

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import matplotlib.image
 import numpy as np
+from matplotlib.colors import same_color
 import pytest
 
 from bench import indicators
 from bench.config import compose
 from bench.front import Front
-from bench.plots import STYLE, WIDE, WIDTH, make_figures, palette, plt
+from bench.plots import STYLE, WIDE, WIDTH, make_figures, palette, plt, style
 from bench.plots_many import family, hv_tasks_figures, pair_front, pairs_figure, panels, parallel_figure
 from bench.record import RunRecord, run_directory, write_run
-from bench.report import build_tables, by_suite_key, leaderboard_records
+from bench.report import build_tables, by_suite_key, config_key, leaderboard_records
 from bench.run import run
 
 DPI = STYLE["savefig.dpi"]
@@ -31,6 +32,11 @@ def toy_runs(out: Path, num_tasks: int) -> None:
     """The shared-λ line and a per-task grid (a few hundred points at T = 8: 66+ non-dominated)."""
     run_quiet(out, "method=ta_grid", f"tasks.num_tasks={num_tasks}")
     run_quiet(out, "method=ta_grid", f"tasks.num_tasks={num_tasks}", "method.mode=grid", "method.max_points=300")
+
+
+def tables_of(out: Path) -> tuple[list, list[RunRecord]]:
+    recs = leaderboard_records(str(out))
+    return build_tables(recs), recs
 
 
 KINDS = ("front", "pairs", "parallel", "hv-cost", "hv-tasks")
@@ -66,11 +72,6 @@ def test_figures_for_2_3_5_8_tasks(tmp_path, num_tasks):
         assert h < 1.5 * w, (p.name, h, w)
 
 
-def tables_of(out: Path) -> tuple[list, list[RunRecord]]:
-    recs = leaderboard_records(str(out))
-    return build_tables(recs), recs
-
-
 def test_pairwise_matrix_has_one_panel_per_pair_and_the_pairwise_fronts(tmp_path):
     out = tmp_path / "runs"
     toy_runs(out, 5)
@@ -84,12 +85,15 @@ def test_pairwise_matrix_has_one_panel_per_pair_and_the_pairwise_fronts(tmp_path
     # the staircase of a panel is the grid's points non-dominated on that pair alone (loss: lower is better)
     grid = next(r for r in recs if r.config["method"]["mode"] == "grid")
     V = grid.values[grid.include]
-    ax = fig.axes[list(panels(5)).index((3, 1))]              # task1 (x) against task4 (y)
-    drawn = {tuple(np.round(line.get_xydata()[0], 12)) for line in ax.get_lines() if len(line.get_xydata()) > 1}
     dom = (V[None, :, [1, 4]] <= V[:, None, [1, 4]]).all(-1) & (V[None, :, [1, 4]] < V[:, None, [1, 4]]).any(-1)
     brute = V[~dom.any(axis=1)][:, [1, 4]]
-    np.testing.assert_array_equal(pair_front(V, 1, 4, "loss"), brute[np.argsort(brute[:, 0], kind="stable")])
-    assert tuple(np.round(brute[np.argmin(brute[:, 0])], 12)) in drawn
+    brute = brute[np.argsort(brute[:, 0], kind="stable")]
+    np.testing.assert_array_equal(pair_front(V, 1, 4, "loss"), brute)
+    ax = fig.axes[list(panels(5)).index((3, 1))]              # task1 (x) against task4 (y)
+    colour = style(palette(recs)[config_key(grid)])["color"]
+    (stairs,) = [line for line in ax.get_lines() if line.get_drawstyle() == "steps-post"
+                 and same_color(line.get_color(), colour)]
+    np.testing.assert_array_equal(stairs.get_xydata(), brute)
     plt.close(fig)
     with plt.rc_context(STYLE):
         fig = parallel_figure(table, by_suite_key(recs)[table.suite_key], palette(recs))
@@ -112,9 +116,10 @@ def test_hv_against_tasks_only_with_several_t(tmp_path):
     run_quiet(out, "method=ta_grid", "tasks.num_tasks=2")
     run_quiet(out, "method=ta_grid", "tasks.num_tasks=2", "seed=1")
     run_quiet(out, "method=ta_grid", "tasks.num_tasks=2", "tasks.dim=5")     # other settings: never on one figure
-    assert "hv-tasks" not in kinds(make_figures(str(out), tmp_path / "f1"))
+    tables, recs = tables_of(out)
+    assert hv_tasks_figures(tables, recs, palette(recs)) == []
     run_quiet(out, "method=ta_grid", "tasks.num_tasks=4", "tasks.dim=5")
-    assert kinds(make_figures(str(out), tmp_path / "f2"))["hv-tasks"] == {".png", ".pdf"}
+    assert kinds(make_figures(str(out), tmp_path / "fig"))["hv-tasks"] == {".png", ".pdf"}
     tables, recs = tables_of(out)
     assert len({family(t) for t in tables}) == 2
     ((name, fig),) = hv_tasks_figures(tables, recs, palette(recs))            # only dim=5 has two T
@@ -161,4 +166,7 @@ def test_accuracy_suite_normalised_hv_against_tasks(tmp_path):
     ax = fig.axes[0]
     assert ax.get_ylabel() == "normalised HV ↑"
     np.testing.assert_allclose(ax.get_lines()[-1].get_ydata(), [np.mean(hvn[2]), np.mean(hvn[4])], rtol=1e-12)
+    _, _, (bars,) = ax.containers[0].lines                    # the error bars: ± the std over seeds (ddof = 1)
+    np.testing.assert_allclose([seg[1, 1] - seg[0, 1] for seg in bars.get_segments()],
+                               [2 * np.std(hvn[T], ddof=1) for T in (2, 4)], rtol=1e-9)
     plt.close(fig)
