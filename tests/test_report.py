@@ -15,7 +15,6 @@ import pytest
 from bench import indicators
 from bench.cli import main
 from bench.config import compose
-from bench.plots import make_figures
 from bench.record import RunRecord, load_records, write_run
 from bench.rundir import run_directory
 from bench.report import table_text
@@ -211,27 +210,6 @@ def test_table_cli_errors(out, synthetic, capsys):
 
 
 # ---- figures ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("num_tasks", [2, 3, 5])
-def test_plots_for_2_3_5_tasks(tmp_path, num_tasks):
-    import matplotlib.image
-
-    out = tmp_path / "runs"
-    run_quiet(out, "method=ta_grid", f"tasks.num_tasks={num_tasks}")
-    run_quiet(out, "method=ta_grid", f"tasks.num_tasks={num_tasks}", "method.mode=simplex", "method.partitions=3",
-              "method.scales=[0.5,1.0]")
-    paths = make_figures(str(out), tmp_path / "fig")
-    stem = paths[0].name.split("-front")[0]
-    assert stem.startswith(f"toy-quadratic-v1-{num_tasks}t-")
-    assert sorted(p.name for p in paths) == sorted(f"{stem}-{k}.{e}" for k in ("front", "hv-cost") for e in ("png", "pdf"))
-    for p in paths:
-        assert p.stat().st_size > 5000, p
-        if p.suffix == ".png":
-            h, w = matplotlib.image.imread(p).shape[:2]
-            assert 600 < w <= 3.7 * 300, (p, w)          # 300 dpi: about one paper column (3.3 in) wide
-        else:
-            assert p.read_bytes()[:5] == b"%PDF-"
-
-
 def test_plot_accuracy_suite_and_cli(out, synthetic, tmp_path, capsys):
     assert main(["plot", f"out={out}"]) == 0
     printed = capsys.readouterr().out.split()
