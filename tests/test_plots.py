@@ -16,7 +16,8 @@ from bench.config import compose
 from bench.front import Front
 from bench.plots import STYLE, WIDE, WIDTH, make_figures, palette, plt, style
 from bench.plots_many import family, hv_tasks_figures, pair_front, pairs_figure, panels, parallel_figure
-from bench.record import RunRecord, run_directory, write_run
+from bench.record import RunRecord, write_run
+from bench.rundir import run_directory
 from bench.report import build_tables, by_suite_key, config_key, leaderboard_records
 from bench.run import run
 
