@@ -97,7 +97,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
              "python -m bench table format=csv out=results/runs > leaderboard.csv"),
             {"tasks": Option(None, "one suite (default: every suite with records)"),
              "format": Option("md", "md | latex | csv"), "out": RESULTS}),
-    Command("plot", "bench.plots:cmd_plot", "Fronts of every method on a suite, and HV against cost (PNG, PDF).",
+    Command("plot", "bench.plots:cmd_plot", "Fronts of every method on a suite (a pairwise matrix and parallel "
+            "coordinates past 3 tasks), HV against cost and against the number of tasks (PNG, PDF).",
             ("python -m bench plot", "python -m bench plot tasks=toy-quadratic figures=paper/figures"),
             {"tasks": Option(None, "one suite (default: every suite with records)"),
              "figures": Option(None, "output directory (default: <out>/figures)"), "out": RESULTS}),
