@@ -80,15 +80,16 @@ def schema(cls) -> dict[str, inspect.Parameter]:
             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
 
-def defaults(cls, bound: dict | None = None) -> dict[str, Any]:
-    """The constructor's defaults as plain values, minus the keyword arguments a registry entry binds."""
+def defaults(cls, preset: dict | None = None) -> dict[str, Any]:
+    """The constructor's defaults as plain values, with a registry entry's own defaults over them
+    (`pwe_moe_epo` is the PWE-MoE class with scalarizer=epo: still an option of that entry)."""
     out = {}
     fields = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
     for name, p in schema(cls).items():
-        if name in (bound or {}):
-            continue
         f = fields.get(name)
-        if f is not None and f.default_factory is not dataclasses.MISSING:
+        if name in (preset or {}):
+            value = preset[name]
+        elif f is not None and f.default_factory is not dataclasses.MISSING:
             value = f.default_factory()
         else:
             value = p.default
@@ -301,7 +302,7 @@ def check_keys(job: list[str]) -> dict[str, str]:
         if head in GROUPS and sub:
             name = presets(head).get(chosen[head], chosen[head])
             entry = GROUPS[head].entry(name)
-            keys = sorted(k for k in schema(entry.obj) if k not in entry.defaults)
+            keys = sorted(schema(entry.obj))
             opt = sub.split(".")[0]
             if opt not in keys:
                 raise BenchError(unknown_choice(f"option for {head} {name!r}:", f"{head}.{opt}",

@@ -67,6 +67,7 @@ class RunRecord:
     analytic: bool = False                # the suite has a closed-form front
     weights: str = "real"                 # "random": benchmark-only, never in a leaderboard
     method_paper: str = ""
+    method_url: str = ""
     seed: int = 0
     run_id: str = ""
     created: str = ""
@@ -136,7 +137,8 @@ class RunRecord:
                   for i in range(len(self.F))]
         d = {"schema": SCHEMA, "suite": self.suite, "suite_key": self.suite_key, "suite_version": self.suite_version,
              "suite_config": self.suite_config, "tasks": list(self.tasks), "analytic": self.analytic,
-             "weights": self.weights, "method": self.method, "method_paper": self.method_paper, "seed": self.seed,
+             "weights": self.weights, "method": self.method, "method_paper": self.method_paper,
+             "method_url": self.method_url, "seed": self.seed,
              "run_id": self.run_id, "created": self.created, "config": self.config, "objective": self.objective,
              "ref_point": [float(v) for v in self.ref_point], "references": self.references, "points": points,
              "meta": self.meta, "indicators": self.indicators, "cost": self.cost, "env": self.env,
@@ -174,7 +176,7 @@ class RunRecord:
                    suite_key=d.get("suite_key", ""), suite_version=str(d.get("suite_version", "")),
                    suite_config=d.get("suite_config", {}),
                    analytic=d.get("analytic", igd_ref.get("kind") == "analytic"),
-                   weights=d.get("weights", "real"), method_paper=d.get("method_paper", ""),
+                   weights=d.get("weights", "real"), method_paper=d.get("method_paper", ""), method_url=d.get("method_url", ""),
                    seed=int(d.get("seed", 0)), run_id=d.get("run_id", ""), created=d.get("created", ""),
                    config=d.get("config", {}), references=d.get("references", {}), meta=d.get("meta", {}),
                    indicators=indicators, igd_ref=igd_ref if igd_ref.get("kind") == "analytic" else {},

@@ -7,7 +7,7 @@
 A package declares its entries in its `__init__.py` (`METHODS.declare("ta_grid", "methods.ta_grid",
 "one-line description")`), so listing names and descriptions imports nothing; the module is
 imported the first time an entry is asked for, and registers its object with a decorator
-(`@METHODS.register("ta_grid")`, with keyword arguments bound for variants). An unknown name
+(`@METHODS.register("ta_grid")`, with a variant's own defaults as keyword arguments). An unknown name
 raises `BenchError` whose message names the bad value, a close match and every valid choice.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ class Entry(Generic[T]):
     name: str
     obj: T
     description: str
-    defaults: dict = field(default_factory=dict)     # keyword arguments bound for this name
+    defaults: dict = field(default_factory=dict)     # this name's defaults (still options), e.g. scalarizer=epo
 
 
 class Registry(Generic[T]):
@@ -49,7 +49,8 @@ class Registry(Generic[T]):
         self._declared[name] = (module, description)
 
     def register(self, name: str, description: str = "", **defaults: Any) -> Callable[[T], T]:
-        """Decorator. `defaults` are keyword arguments bound for this name (variants as entries)."""
+        """Decorator. `defaults` are this name's own defaults over the constructor's (variants as
+        entries: `pwe_moe_epo` is PWE-MoE with scalarizer=epo, still an option)."""
 
         def deco(obj: T) -> T:
             if name in self._entries and self._entries[name].obj is not obj:

@@ -186,9 +186,10 @@ def record_metrics(record: RunRecord, ref: indicators.RefFront) -> dict[str, flo
 
 
 def method_paper(record: RunRecord) -> str:
+    """The footnote of a record's method: its paper and link (older records: the class's link)."""
     from bench.registry import METHODS
 
-    url = getattr(METHODS.get(record.method), "url", "") if record.method in METHODS else ""
+    url = record.method_url or (getattr(METHODS.get(record.method), "url", "") if record.method in METHODS else "")
     return f"{record.method_paper} ({url})" if record.method_paper and url else record.method_paper
 
 

@@ -66,6 +66,7 @@ def run(cfg) -> Path:
             front, suite=suite.name, method=cfg.method.name, ref_point=suite.ref_point(), suite_key=suite.key,
             suite_version=suite.version, suite_config=suite.config(), analytic=pf is not None,
             weights="random" if suite.random_weights else "real", method_paper=getattr(method, "paper", ""),
+            method_url=getattr(method, "url", ""),
             seed=s.seed, run_id=directory.name,
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             config=config, references=references(evaluator), meta=front.meta,

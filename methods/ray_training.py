@@ -1,13 +1,23 @@
-"""One model trained per preference ray: the trainer shared by `ls` and `epo`.
+"""One model trained per preference ray, registered as `ls` and `epo` (any scalarizer).
 
     python -m bench run method=ls tasks=toy-quadratic
     python -m bench run method=epo tasks=tiny-clip method.space=layerwise method.steps=100
+    python -m bench run method=ls tasks=toy-quadratic method.scalarizer=stch method.stch_mu=0.05
+
+`ls` is linear scalarization per ray (the classic baseline of Pareto multi-task learning, as run
+in the PWE-MoE paper: Tang et al. 2024, https://arxiv.org/abs/2406.09770): it can only reach the
+convex part of a front and does not control where on it a ray lands (`mu` in each point measures
+how far r⊙l is from the ray). `epo` is Exact Pareto Optimal search (Mahapatra & Rajan, ICML 2020,
+https://proceedings.mlr.press/v119/mahapatra20a.html): per-task gradients, their Gram matrix and
+an LP (methods/epo_solver.py) pick a direction that brings the loss vector onto the 1/r ray. Both
+are this one class with `scalarizer` set by the registry entry (methods/scalarize.py: also
+tchebycheff, stch, mgda).
 
 For each ray r of the evaluation grid (`bench.rays.ray_grid`, or `rays=[[…],…]`) a fresh model
 starts from the configured start and takes `steps` Adam steps; each step draws one labelled train
-batch per task (`suite.train_batch`), computes the task losses (`suite.loss`) and a descent
-direction over the trainable parameters (the subclass: Σ r_i ∇L_i for LS, the EPO direction for
-EPO). The trained model is then scored by the Evaluator on the test split.
+batch per task (`suite.train_batch`), computes the task losses (`suite.loss`, under bf16 autocast
+on CUDA) and the scalarizer's descent direction over the trainable parameters. The trained model
+is then scored by the Evaluator on the test split.
 
 Trainable spaces (`space=`):
 - `full`: every merge-able weight, starting from θ0 (the PWE-MoE paper's LS/EPO baselines).
@@ -29,14 +39,16 @@ from typing import ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
+
 from bench.front import Front
 from bench.merge import Params, task_arithmetic
 from bench.interrupt import interruptible
 from bench.progress import progress
+from bench.registry import METHODS, BenchError
 from bench.rundir import Checkpoints
-from bench.registry import BenchError
 from methods.base import CHECK_EVERY, EXPLODED, Method
 from methods.epo_solver import non_uniformity
+from methods.scalarize import GRADIENT_BASED, descent
 from bench.rays import ray_grid, validate_preference
 
 SPACES = ("full", "layerwise", "taskwise")
@@ -101,14 +113,22 @@ def _hashable(v):
     return v
 
 
+PAPERS = {"ls": ("Linear scalarization per preference ray (baseline in Tang et al., PWE-MoE, 2024)",
+                 "https://arxiv.org/abs/2406.09770"),
+          "epo": ("Mahapatra & Rajan, Multi-Task Learning with User Preferences (EPO search), ICML 2020",
+                  "https://proceedings.mlr.press/v119/mahapatra20a.html")}
+
+
+@METHODS.register("ls", scalarizer="ls")
+@METHODS.register("epo", scalarizer="epo")
 @dataclass(frozen=True)
 class RayTraining(Method):
-    """Base of the per-ray methods: its fields are their shared config."""
+    """One model per preference ray, trained along the scalarizer's direction."""
 
-    registry_name: ClassVar[str] = ""     # "ls", "epo": part of every evaluation key
-    direction_name: ClassVar[str] = ""
-    host_losses: ClassVar[bool] = False   # the direction reads the losses on the host every step (EPO)
+    paper: ClassVar[str] = PAPERS["ls"][0]
+    url: ClassVar[str] = PAPERS["ls"][1]
 
+    scalarizer: Literal["ls", "tchebycheff", "stch", "epo", "mgda"] = "ls"   # methods/scalarize.py (the entry's default)
     space: Literal["full", "layerwise", "taskwise"] = "full"
     steps: int = 300                  # Adam steps per ray
     lr: float | None = None           # None: per-space default (module docstring)
@@ -118,6 +138,9 @@ class RayTraining(Method):
     partitions: int = 10              # ray grid: das-dennis partitions (11 rays for 2 tasks)
     max_rays: int | None = None       # ray grid cap; null: the full grid up to 3 tasks (11, 66 rays), else the T one-hots + the equal ray (each ray is a training run)
     rays: list[list[float]] | None = None   # explicit rays instead of the grid
+    stch_mu: float = 0.1              # stch: smoothing μ (→ Tchebycheff as μ → 0)
+    epo_eps: float = 1e-4             # epo: balance mode while μ > eps (the original's value)
+    epo_restricted: bool = False      # epo: descent LP adds αᵀCa ≥ min(max(Ca), 0) (the authors' code default)
 
     def __post_init__(self):
         for name, lo in (("steps", 1), ("batch_size", 1), ("partitions", 1), ("max_rays", 1)):
@@ -125,20 +148,37 @@ class RayTraining(Method):
                 raise BenchError(f"method.{name}={getattr(self, name)} must be ≥ {lo}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise BenchError(f"method.lr={self.lr} must be a positive number (or null for the default)")
+        if not self.stch_mu > 0:
+            raise BenchError(f"method.stch_mu={self.stch_mu} must be > 0")
+        if self.scalarizer in PAPERS:                 # the leaderboard's footnote follows the scalarizer
+            object.__setattr__(self, "paper", PAPERS[self.scalarizer][0])
+            object.__setattr__(self, "url", PAPERS[self.scalarizer][1])
 
-    # ---- the per-step direction: subclasses ----------------------------------------------------
+    @property
+    def host_losses(self) -> bool:
+        """The direction reads the losses on the host every step anyway (EPO's LP, MGDA)."""
+        return self.scalarizer in GRADIENT_BASED
+
+    # ---- the per-step direction ------------------------------------------------------------------
     def direction(self, losses: list[torch.Tensor], leaves: list[torch.Tensor], ray: np.ndarray,
                   support: list[int]) -> tuple[list[torch.Tensor], dict]:
-        """Gradient-like direction for the leaves (Adam descends on it) and step facts.
+        """The scalarizer's direction for the leaves (Adam descends on it) and step facts.
         `losses[k]` is the loss of task `support[k]` (the tasks with r_j > 0)."""
-        raise NotImplementedError
+        return descent(self.scalarizer, losses, leaves, ray[support], mu=self.stch_mu, eps=self.epo_eps,
+                       restricted=self.epo_restricted)
 
     def ray_extras(self, stats: list[dict]) -> dict:
-        """Per-ray facts from the per-step facts (e.g. EPO's fallback count)."""
-        return {}
+        """Per-ray facts from the per-step facts (EPO's fallback and descent-step counts)."""
+        if self.scalarizer != "epo":
+            return {}
+        return {"fallbacks": int(sum(s["fallback"] for s in stats)),
+                "descent_steps": int(sum(s["mode"] == "descent" for s in stats))}
 
     def front_meta(self, extras: list[dict]) -> dict:
-        return {}
+        if self.scalarizer == "epo":
+            return {"eps": self.epo_eps, "restricted": self.epo_restricted, "lp_solver": "scipy.optimize.linprog(highs)",
+                    "fallbacks": int(sum(e["fallbacks"] for e in extras))}
+        return {"stch_mu": self.stch_mu} if self.scalarizer == "stch" else {}
 
     # ---- the loop ------------------------------------------------------------------------------
     def approximate_front(self, suite, *, evaluator, seed: int, checkpoints=None) -> Front:
@@ -147,7 +187,7 @@ class RayTraining(Method):
         rays = resolve_rays(self.rays, T, self.partitions, max_rays)
         lr = resolve_lr(self.lr, self.space, suite.analytic)
         theta0, tv = suite.theta0(), suite.task_vectors()
-        name = self.registry_name
+        name = self.scalarizer
         config = tuple((f.name, _hashable(getattr(self, f.name))) for f in dataclasses.fields(self))
         ck = checkpoints if checkpoints is not None else Checkpoints(None)
         done = (ck.load("rays") or {"rays": []})["rays"]     # rays finished in an earlier attempt
@@ -180,7 +220,7 @@ class RayTraining(Method):
         mus = [e["mu"] for e in extras if e["mu"] is not None]
         return Front(tasks=suite.tasks, objective=suite.objective, X=rays,
                      x_names=[f"ray[{t}]" for t in suite.tasks], metrics=metrics, split="test", extras=extras,
-                     meta={"direction": self.direction_name, "space": self.space, "lr": lr, "steps": self.steps,
+                     meta={"scalarizer": self.scalarizer, "space": self.space, "lr": lr, "steps": self.steps,
                            "schedule": self.schedule, "batch_size": self.batch_size, "n_rays": len(rays),
                            "max_rays": max_rays,
                            "mu_max": float(max(mus)), **self.front_meta(extras)},
@@ -224,8 +264,9 @@ class RayTraining(Method):
             for step in range(first, self.steps):
                 params = merged_params(self.space, theta0, tv, leaves)
                 # a list, not a stack: each task's backward then walks only its own graph
-                losses = [suite.loss(params, suite.tasks[j], suite.train_batch(suite.tasks[j], self.batch_size, generator))
-                          for j in support]
+                with suite.autocast():
+                    losses = [suite.loss(params, suite.tasks[j], suite.train_batch(suite.tasks[j], self.batch_size,
+                                                                                   generator)) for j in support]
                 if self.host_losses or step % CHECK_EVERY == 0:
                     weighted = float(weights @ torch.stack([l.detach() for l in losses]).double().cpu())
                     start = weighted if start is None else start

@@ -82,6 +82,12 @@ class Suite:
         """The modules a trainer must not update (backbone, heads); none for analytic suites."""
         return []
 
+    def autocast(self):
+        """Where a trainer's forward runs: bf16 autocast on CUDA (as the Evaluator's), fp32 elsewhere."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
         """No suite module requires grad inside the block (flags restored after)."""

@@ -93,7 +93,8 @@ def test_bad_input_is_one_line_and_writes_nothing(args, needle, tmp_path, capsys
 @pytest.mark.parametrize("method", [m for m in METHODS.names() if "lr" in schema(METHODS.get(m))])
 def test_every_trainer_ends_a_divergence_with_one_line(method, tmp_path, capsys):
     """Each registered trainer (a method with a learning rate), trained with an absurd one."""
-    extra = ["method.upscale=all"] if method.startswith("pwe_moe") else ["method.rays=[[0.5,0.5]]"]
+    extra = {"pwe_moe_ls": ["method.upscale=all"], "pwe_moe_epo": ["method.upscale=all"],
+             "pareto_merging": ["method.targets=all"], "phn": []}.get(method, ["method.rays=[[0.5,0.5]]"])
     code = main(["run", f"method={method}", *TOY, "method.lr=1e300", "method.steps=20", *extra,
                  f"out={tmp_path / 'runs'}"])
     lines = error_lines(capsys.readouterr().err)

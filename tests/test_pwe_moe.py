@@ -77,7 +77,7 @@ def trained(suite, upscale="mlp", steps=15, scalarizer="ls"):
     plan = build_plan(suite, upscale, 0.3)
     routers = Routers(plan.num_modules, suite.num_tasks, generator=torch.Generator().manual_seed(0))
     train_routers(suite, plan, routers, scalarizer=scalarizer, steps=steps, lr=5e-2, batch_size=8,
-                  dirichlet_alpha=1.0, seed=0, progress=False)
+                  dirichlet_alpha=1.0, seed=0)
     return plan, routers
 
 
