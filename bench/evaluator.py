@@ -21,11 +21,13 @@ requested tasks), the unit of cost in records, across attempts (`reused`: those 
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import time
 from collections import Counter, OrderedDict
 from typing import Any, Callable, Hashable, Sequence
 
+import numpy as np
 import torch
 
 from bench.merge import Params, params_hash
@@ -104,8 +106,9 @@ class Evaluator:
         self.compile_s = 0.0
         self.journal, self.reused = journal, 0
         # a resumed run: evaluations paid for in an earlier attempt, counted again when asked for
-        self._journaled = {(suite.key, e["split"], e["key"], tuple(e["tasks"])): e["metrics"]
+        self._journaled = {(suite.key, e["split"], e["key"], tuple(e["tasks"])): e
                            for e in (journal.entries() if journal is not None else ())}
+        self._examples: dict[Hashable, dict[str, np.ndarray]] = {}
 
     @property
     def evaluations(self) -> int:
@@ -138,21 +141,25 @@ class Evaluator:
             key = ("hash", params_hash(params))
         ck = (self.suite.key, split, key, tuple(tasks))
         if ck not in self._results and ck in self._journaled:
-            self._results[ck] = self._journaled.pop(ck)
+            e = self._journaled.pop(ck)
+            self._results[ck], self._examples[ck] = e["metrics"], unpack(e.get("examples"))
             if self._counting:
                 self.counts[split] += 1
                 self.reused += 1
         if ck not in self._results:
             params = params() if callable(params) else params
             with torch.inference_mode():
-                metrics = {t: self._score(params, t, split) for t in tasks}
+                scored = {t: self._score(params, t, split) for t in tasks}
+            metrics = {t: m for t, (m, _) in scored.items()}
+            # per-example correctness on test: what a bootstrap over test examples resamples
+            examples = {t: c for t, (_, c) in scored.items() if c is not None} if split == "test" else {}
             if self.journal is not None:        # durable before it is used: a resumed run reads it back
                 self.journal.append({"key": key, "split": split, "tasks": tasks, "metrics": metrics,
-                                     "counted": self._counting})
-            self._results[ck] = metrics
+                                     "counted": self._counting, "examples": pack(examples)})
+            self._results[ck], self._examples[ck] = metrics, examples
             if self._counting:
                 self.counts[split] += 1
-        return {t: dict(m) for t, m in self._results[ck].items()}
+        return Metrics({t: dict(m) for t, m in self._results[ck].items()}, self._examples.get(ck) or {})
 
     def warm_up(self, split: str = "test") -> float:
         """With `compile=True`: compile the forward for every task's batch shapes of `split` (θ0,
@@ -169,10 +176,12 @@ class Evaluator:
         self.compile_s += max(0.0, times[0] - times[1])
         return self.compile_s
 
-    def _score(self, params: Params, task: str, split: str) -> dict[str, Any]:
+    def _score(self, params: Params, task: str, split: str) -> tuple[dict[str, Any], np.ndarray | None]:
+        """(metrics, per-example correctness as a bool array, or None where the suite has no labels or
+        a prediction was not finite)."""
         suite = self.suite
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct, n, has_acc = torch.zeros((), dtype=torch.float64, device=self.device), 0, True
+        correct, n = [], 0
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp
                     else contextlib.nullcontext())
         for raw in self._batches(task, split):
@@ -180,14 +189,16 @@ class Evaluator:
             with autocast:
                 l, c, k = self._metrics(params, task, batch)
             loss_sum += l.double()                  # summed on the device, read once per task
-            if c is None:
-                has_acc = False
-            else:
-                correct += c
+            if c is not None:
+                correct.append(c)
             n += k
         if n == 0:
             raise BenchError(f"task {task!r} has no {split} examples")
-        return {"loss": float(loss_sum) / n, "accuracy": float(correct) / n if has_acc else None}
+        if not correct:
+            return {"loss": float(loss_sum) / n, "accuracy": None}, None
+        c = torch.cat(correct).double().cpu().numpy()                # one read per task and split
+        acc = float(c.sum()) / n
+        return {"loss": float(loss_sum) / n, "accuracy": acc}, (c > 0.5) if np.isfinite(acc) else None
 
     def _batches(self, task: str, split: str):
         """Views of the device-resident split (`DEVICE_DATA`), `batch_size` examples at a time."""
@@ -195,6 +206,26 @@ class Evaluator:
         n = len(next(iter(data.values())))
         for i in range(0, n, self.batch_size):
             yield {k: v[i:i + self.batch_size] for k, v in data.items()}
+
+
+class Metrics(dict):
+    """{task: {"loss", "accuracy"}} as the Evaluator returns it, carrying `examples`: per task the
+    test examples' correctness (bool array) that stands behind the accuracy, for records to keep
+    beside record.json (not in it)."""
+
+    def __init__(self, metrics: dict, examples: dict[str, np.ndarray]):
+        super().__init__(metrics)
+        self.examples = examples
+
+
+def pack(examples: dict[str, np.ndarray]) -> dict[str, list]:
+    """Per-example bools as [n, base64 of packed bits] per task (a journal line stays small)."""
+    return {t: [int(len(c)), base64.b64encode(np.packbits(c)).decode()] for t, c in examples.items()}
+
+
+def unpack(packed: dict | None) -> dict[str, np.ndarray]:
+    return {t: np.unpackbits(np.frombuffer(base64.b64decode(b), dtype=np.uint8))[:n].astype(bool)
+            for t, (n, b) in (packed or {}).items()}
 
 
 def references(evaluator: Evaluator, split: str = "test") -> dict[str, dict[str, dict]]:

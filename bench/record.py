@@ -277,6 +277,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+EXAMPLES = "examples.npz"
+
+
+def examples_file(metrics) -> bytes | None:
+    """examples.npz: for every point evaluated on test, each task's per-example correctness (packed
+    bits; `points` holds the points' indices, `n_<task>` the example counts). None if there is none."""
+    rows = [(i, m.examples) for i, m in enumerate(metrics) if getattr(m, "examples", None)]
+    if not rows:
+        return None
+    arrays = {"points": np.array([i for i, _ in rows], dtype=np.int64)}
+    for t in rows[0][1]:
+        arrays[f"n_{t}"] = np.array(len(rows[0][1][t]), dtype=np.int64)
+        arrays[f"bits_{t}"] = np.stack([np.packbits(ex[t]) for _, ex in rows])
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def load_examples(record: RunRecord) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """(point indices, {task: bool [points, examples]}) from a record's examples.npz, or None."""
+    if record.directory is None or not (record.directory / EXAMPLES).is_file():
+        return None
+    with np.load(record.directory / EXAMPLES) as z:
+        tasks = [k[2:] for k in z.files if k.startswith("n_")]
+        return z["points"], {t: np.unpackbits(z[f"bits_{t}"], axis=1)[:, :int(z[f"n_{t}"])].astype(bool)
+                             for t in tasks}
+
+
 def write_run(directory: Path, record: RunRecord, config_yaml: str, artifacts: dict[str, bytes] | None = None) -> Path:
     """front.csv, config.yaml and the artifacts, then record.json (its presence marks a finished
     run), each atomically, into the run's `directory`; returns record.json's path."""

@@ -25,7 +25,7 @@ from threadpoolctl import threadpool_limits
 from bench import indicators
 from bench.config import build_from_config, settings
 from bench.evaluator import Evaluator, references
-from bench.record import RunRecord, check_writable, write_run
+from bench.record import EXAMPLES, RunRecord, check_writable, examples_file, write_run
 from bench.rundir import JOURNAL, Checkpoints, Journal, claim, find_resumable, run_directory
 from bench.registry import METHODS, SUITES, BenchError
 
@@ -86,7 +86,11 @@ def run(cfg) -> Path:
                                 igd_ref={"kind": "analytic", "hash": indicators.front_hash(pf), "n_points": len(pf)}
                                 if pf is not None else {})
         warn_excluded(excluded, len(record.F))
-        path = write_run(directory, record, OmegaConf.to_yaml(cfg), front.artifacts)
+        examples = examples_file(front.metrics)
+        if examples is not None:
+            record = record.replace(artifacts=tuple(sorted({*record.artifacts, EXAMPLES})))
+        path = write_run(directory, record, OmegaConf.to_yaml(cfg),
+                         {**front.artifacts, **({EXAMPLES: examples} if examples is not None else {})})
     ind = record.indicators
     print(f"{record.method} on {suite.describe()}: hv={ind['hv']:.6g} igd+={_fmt(ind.get('igd_plus'))} "
           f"points={ind['n_points']} nondominated={ind['n_nondominated']} evaluations={evaluator.evaluations} "

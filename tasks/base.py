@@ -113,8 +113,9 @@ class Suite:
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
     def batch_metrics(self, params: Params, task: str, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-        """(summed loss, number correct or None, examples) of one prepared batch, as device tensors
-        (the Evaluator adds them up on the device and reads them once per task and split)."""
+        """(summed loss, per-example correctness [B] (bool, or NaN-poisoned float) or None, examples)
+        of one prepared batch, as device tensors (the Evaluator adds them up on the device and reads
+        them once per task and split)."""
         return self.loss(params, task, batch).detach().reshape(()), None, 1
 
     # ---- export ---------------------------------------------------------------------------
@@ -201,9 +202,9 @@ class ModelSuite(Suite):
         logits = self.logits(params, task, batch).float()
         labels = batch["labels"]
         loss = F.cross_entropy(logits, labels, reduction="sum")
-        # an argmax of NaN logits is no prediction: the accuracy of such a batch is NaN, not a count
-        correct = (logits.argmax(-1) == labels).sum().double()
-        correct = torch.where(torch.isfinite(logits).all(), correct, torch.full_like(correct, float("nan")))
+        # an argmax of NaN logits is no prediction: such an example's correctness is NaN, not 0 or 1
+        correct = (logits.argmax(-1) == labels).float()
+        correct = torch.where(torch.isfinite(logits).all(-1), correct, torch.full_like(correct, float("nan")))
         return loss, correct, len(labels)
 
     def eval_data(self, task: str, split: str) -> Batch:

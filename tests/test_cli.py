@@ -140,3 +140,19 @@ def test_the_default_experiment_is_a_preset_of_tiny_clip():
     assert cfg.tasks.name == "tiny-clip" and list(cfg.tasks.names) == ["digits", "dots"]
     assert compose(["tasks.names=[letters,colour]"]).tasks.names == ["letters", "colour"]
     assert compose(["tasks=tiny-clip"]).tasks.names is None                # all seven tasks
+
+
+def test_records_keep_per_example_correctness_that_matches_the_accuracy(out, capsys):
+    """examples.npz beside record.json: each test point's per-example correctness, whose mean is
+    the recorded accuracy (what the leaderboard's bootstrap over test examples resamples)."""
+    from bench.record import RunRecord, load_examples
+
+    assert main(["run", "method=ta_grid", "tasks=tiny-clip", "tasks.names=[digits,dots]", "method.points=3",
+                 f"out={out}"]) == 0
+    path = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    rec = RunRecord.from_json(path.read_text(), path=path)
+    points, ex = load_examples(rec)
+    assert points.tolist() == [0, 1, 2] and "examples.npz" in rec.artifacts
+    for t in rec.tasks:
+        assert ex[t].shape == (3, 500)
+        np.testing.assert_allclose(ex[t].mean(axis=1), [rec.metrics[i][t]["accuracy"] for i in points], atol=1e-12)
