@@ -2,7 +2,7 @@
 
     >>> from bench.registry import METHODS
     >>> METHODS.names()                        # imports the `methods` package: declarations only
-    ['epo', 'ls', 'map', 'pwe_moe_epo', 'pwe_moe_ls', 'ta_grid']
+    ['epo', 'ls', 'map', 'pareto_merging', 'phn', 'pwe_moe_epo', 'pwe_moe_ls', 'ta_grid']
 
 A package declares its entries in its `__init__.py` (`METHODS.declare("ta_grid", "methods.ta_grid",
 "one-line description")`), so listing names and descriptions imports nothing; the module is

@@ -147,12 +147,18 @@ def test_same_run_id_fails_at_once_and_repeats_are_not_seeds(tmp_path, capsys):
     assert row["n"] == 2 and row["runs"] == 4 and row["seeds"] == "0,1"
 
 
+def sigint_default():
+    """A child of a non-interactive shell's background job inherits SIGINT ignored (CI runs tests so),
+    and Python then never raises KeyboardInterrupt: give the child the default, as a terminal does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_a_signal_is_one_line_and_leaves_nothing(sig, code, word, tmp_path):
     out = tmp_path / "runs"
     p = subprocess.Popen([sys.executable, "-m", "bench", "run", "method=ls", *TOY, "method.steps=1000000",
                           f"out={out}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=sigint_default)
     deadline = time.time() + 120
     while not (out / "toy-quadratic" / "ls").exists() and time.time() < deadline:    # it has started working
         time.sleep(0.1)

@@ -30,10 +30,13 @@ def comparable(path: Path) -> dict:
     return rec
 
 
+from tests.test_bad_input import sigint_default  # noqa: E402
+
+
 def start(args: list[str], out: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bench", "run", *args, f"out={out}", "checkpoint_every=5"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=sigint_default)
 
 
 def wait_for(out: Path, when: str, timeout: float = 300) -> None:
