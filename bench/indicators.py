@@ -1,35 +1,50 @@
-"""Front quality indicators: thin wrappers over pymoo, all in minimization space, each registered
-with what a table needs to know about it.
+"""Front quality indicators: thin wrappers over pymoo and moocore, all in minimization space, each
+registered with what a table needs to know about it.
 
     >>> import numpy as np
     >>> F = np.array([[0.2, 0.8], [0.5, 0.5], [0.8, 0.2]])
-    >>> round(hypervolume(F, ref_point=np.array([1.0, 1.0]))[0], 6)
+    >>> round(hypervolume(F, ref_point=np.array([1.0, 1.0])).value, 6)
     0.37
-    >>> ctx = Context(F=F, ref_point=np.ones(2))
-    >>> {k: round(v, 6) for k, v in compute(ctx, ["hv", "n_nondominated"]).items()}
-    {'hv': 0.37, 'n_nondominated': 3}
+    >>> ctx = Context(F=F, ref_point=np.ones(2), rays=[[0.8, 0.2], [0.5, 0.5], [0.2, 0.8]])
+    >>> {k: round(v, 6) for k, v in compute(ctx, ["hv", "n_nondominated", "alignment_deg"]).items()}
+    {'hv': 0.37, 'n_nondominated': 3, 'alignment_deg': 0.0}
 
 An indicator is `f(ctx) -> value`, registered in `INDICATORS` as an `Indicator` (label, LaTeX
 label, direction, whether it needs a reference front). `ctx` carries the front F (the included,
 finite points), the suite's reference point (never derived from the data), the IGD reference
-front `pf` (None where there is none) and the reference models' metrics. A record stores every
-indicator that depends on its own run alone (`per_record`): IGD-type indicators only where the
-suite has an analytic front; against a pooled front (the non-dominated union of many records,
-`reference_front`) they exist only where records are compared: `bench table` and `bench check`.
+front `pf` (None where there is none), the reference models' metrics and each point's preference
+ray (methods that take one). A record stores every indicator that depends on its own run alone
+(`per_record`): IGD-type indicators only where the suite has an analytic front; against a pooled
+front (the non-dominated union of many records, `reference_front`) they exist only where records
+are compared: `bench table` and `bench check`. HV (bench/hypervolume.py) is exact wherever that
+costs ≤ ~2 s, else an estimate whose error bound is stored beside it (`hv_error`).
+
+Preference alignment (`alignment_deg`, `alignment_hit`; Mahapatra & Rajan, ICML 2020): a point
+trained for ray r (on the simplex) meets it when r_1 z_1 = … = r_T z_T over the ray's support
+{k : r_k > 0}, i.e. when its loss vector lies on the ray of 1/r (EPO's "exact Pareto optimal"
+point). z is the point's excess over each task's own fine-tuned model, clipped at 0, in the scale
+of the normalised HV: 1 − acc/acc_ft on accuracy suites (None where acc_ft is unknown), loss −
+loss_ft on loss suites (the raw loss where loss_ft is unknown). The point's angle is the angle
+between r⊙z and the all-ones vector on the support, arctan of the coefficient of variation of the
+r_k z_k (0° on target; at most arccos(1/√|support|): 45° for two tasks). Tasks with r_k = 0 are
+free; rays with fewer than two positive entries (one-hots) ask for no ratio and are left out; a
+point at or past every expert of its support (z = 0 there) meets any ray. The tolerance, 5°, is
+half the smallest angle between neighbouring targets of the default 2-task ray grid (11.3°,
+e.g. rays (0.5, 0.5) and (0.6, 0.4)): a point within it is nearer its own target than a neighbour's.
 """
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from bench.hypervolume import HV, hypervolume
 from bench.registry import INDICATORS
 
-# Exact HV grows steeply with the number of objectives (8 objectives: 100 points ~1 s, 300 points
-# minutes); past these sizes moocore's deterministic approximation is used and the record says so.
-EXACT_HV_MAX_POINTS = {4: 2000, 5: 400, 6: 150, 7: 100, 8: 80}
+ALIGNMENT_TOL_DEG = 5.0     # module docstring: half the closest spacing of the default 2-task ray grid
 
 
 @dataclass(frozen=True)
@@ -39,10 +54,33 @@ class Context:
     pf: np.ndarray | None = None          # IGD reference front
     objective: str = "loss"
     finetuned: np.ndarray | None = None   # each task's fine-tuned model on its own task (natural direction)
+    rays: np.ndarray | None = None        # [n, T] each point's preference ray (NaN row: none); None: no rays
 
     def __post_init__(self):
         F = np.asarray(self.F, dtype=float).reshape(-1, len(self.ref_point))
-        object.__setattr__(self, "F", F[np.isfinite(F).all(axis=1)])
+        keep = np.isfinite(F).all(axis=1)
+        object.__setattr__(self, "F", F[keep])
+        if self.rays is not None:
+            rays = np.asarray(self.rays, dtype=float)
+            if rays.shape != F.shape:
+                raise ValueError(f"rays of shape {rays.shape} for {F.shape[0]} points of {F.shape[1]} tasks")
+            object.__setattr__(self, "rays", rays[keep])
+
+    # computed once per context: hv, hv_method and hv_error read the same computation
+    @cached_property
+    def hv(self) -> HV:
+        return hypervolume(self.F, self.ref_point)
+
+    @cached_property
+    def hv_normalized(self) -> HV | None:
+        Z = normalized_error(self)
+        return None if Z is None else hypervolume(Z, np.ones(Z.shape[1]))
+
+    @cached_property
+    def alignment(self) -> np.ndarray | None:
+        """[n] each point's preference-alignment angle in degrees (NaN: no ratio asked); None: no rays."""
+        Z = preference_space(self)
+        return None if Z is None or self.rays is None else alignment_angles(Z, self.rays)
 
 
 @dataclass(frozen=True)
@@ -96,34 +134,6 @@ def nondominated_mask(F: np.ndarray) -> np.ndarray:
     return mask
 
 
-def hv_algorithm(n: int, num_objectives: int) -> str:
-    """Which HV computation a front of n non-dominated points gets."""
-    exact = n <= EXACT_HV_MAX_POINTS.get(num_objectives, 10**9)
-    return "exact" if exact else "moocore.hv_approx(Rphi-FWE+)"
-
-
-def _hv_front(F: np.ndarray, ref_point: np.ndarray) -> np.ndarray:
-    F = np.asarray(F, dtype=float)
-    F = F[nondominated_mask(F)]
-    return F[(F < ref_point).all(axis=1)]
-
-
-def hypervolume(F: np.ndarray, ref_point: np.ndarray) -> tuple[float, str]:
-    """(HV, how it was computed). Only non-dominated points inside the reference box count."""
-    ref_point = np.asarray(ref_point, dtype=float)
-    F = _hv_front(F, ref_point)
-    if len(F) == 0:
-        return 0.0, "exact"
-    how = hv_algorithm(len(F), F.shape[1])
-    if how == "exact":
-        from pymoo.indicators.hv import HV
-
-        return float(HV(ref_point=ref_point)(F)), how
-    import moocore
-
-    return float(moocore.hv_approx(F, ref=ref_point, method="Rphi-FWE+")), how
-
-
 def front_hash(pf: np.ndarray | None) -> str | None:
     if pf is None:
         return None
@@ -137,25 +147,69 @@ def normalized_error(ctx: Context) -> np.ndarray | None:
     return 1.0 - (1.0 - ctx.F) / np.asarray(ctx.finetuned, dtype=float)
 
 
+def preference_space(ctx: Context) -> np.ndarray | None:
+    """[n, T] each point's excess over each task's fine-tuned model, ≥ 0, the scale a preference is
+    read in: normalised error on accuracy suites, loss − loss_ft on loss suites (module docstring)."""
+    if ctx.objective == "accuracy":
+        Z = normalized_error(ctx)
+    else:
+        ft = np.zeros(ctx.F.shape[1]) if ctx.finetuned is None else np.asarray(ctx.finetuned, dtype=float)
+        Z = ctx.F - np.where(np.isfinite(ft), ft, 0.0)
+    return None if Z is None else np.maximum(Z, 0.0)
+
+
+def alignment_angles(Z: np.ndarray, rays: np.ndarray) -> np.ndarray:
+    """[n] degrees between r⊙z and the all-ones vector on each ray's support {k : r_k > 0}, i.e.
+    arctan(std/mean) of the r_k z_k there; NaN where the ray is missing or has fewer than two
+    positive entries."""
+    R = np.where(np.isfinite(rays), np.maximum(rays, 0.0), 0.0)
+    S = R > 0
+    k = np.maximum(S.sum(axis=1), 1)
+    A = R * Z
+    mean = A.sum(axis=1) / k
+    std = np.sqrt((((A - mean[:, None]) * S) ** 2).sum(axis=1) / k)
+    angle = np.degrees(np.arctan2(std, mean))              # z = 0 on the whole support: 0°, met
+    return np.where((S.sum(axis=1) >= 2) & np.isfinite(rays).all(axis=1), angle, np.nan)
+
+
+def record_rays(record) -> np.ndarray | None:
+    """[m, T] the preference ray of each included point of a RunRecord (`extras["ray"]`; NaN rows
+    where a point has none), or None where no point has one."""
+    if not any("ray" in e for e in record.extras):
+        return None
+    nan = [np.nan] * len(record.tasks)
+    return np.array([e.get("ray") or nan for e in record.extras], dtype=float)[record.include]
+
+
 # ---- the indicators --------------------------------------------------------------------------------
 @indicator("hv", "HV", higher_is_better=True)
 def _hv(ctx):
-    """hypervolume w.r.t. the suite's reference point (pymoo HV; moocore's approximation past EXACT_HV_MAX_POINTS)"""
-    return hypervolume(ctx.F, ctx.ref_point)[0]
+    """hypervolume w.r.t. the suite's reference point (exact where ≤ ~2 s, else an estimate: bench/hypervolume.py)"""
+    return ctx.hv.value
 
 
 @indicator("hv_method", "HV method", higher_is_better=None, kind="str")
 def _hv_method(ctx):
-    """how `hv` was computed: exact, or the approximation's name"""
-    F = _hv_front(ctx.F, np.asarray(ctx.ref_point, dtype=float))
-    return hv_algorithm(len(F), ctx.F.shape[1]) if len(F) else "exact"
+    """how `hv` was computed: exact (and by which algorithm) or the estimator's name"""
+    return ctx.hv.method
+
+
+@indicator("hv_error", "HV error", "HV\\textsubscript{err}", higher_is_better=None)
+def _hv_error(ctx):
+    """absolute error bound of `hv` at 99.9 % confidence (0 where exact)"""
+    return ctx.hv.error
 
 
 @indicator("hv_normalized", "HV norm.", "HV\\textsubscript{norm}", higher_is_better=True)
 def _hv_normalized(ctx):
     """HV of normalised error 1 − acc/acc_ft (each task's own fine-tuned accuracy), reference 1 (accuracy suites)"""
-    Z = normalized_error(ctx)
-    return None if Z is None else hypervolume(Z, np.ones(Z.shape[1]))[0]
+    return None if ctx.hv_normalized is None else ctx.hv_normalized.value
+
+
+@indicator("hv_normalized_error", "HV norm. error", "HV\\textsubscript{norm,err}", higher_is_better=None)
+def _hv_normalized_error(ctx):
+    """absolute error bound of `hv_normalized` at 99.9 % confidence (0 where exact)"""
+    return None if ctx.hv_normalized is None else ctx.hv_normalized.error
 
 
 @indicator("gd", "GD", higher_is_better=False, needs_pf=True)
@@ -192,6 +246,20 @@ def _n_points(ctx):
 def _n_nd(ctx):
     """number of non-dominated points"""
     return int(nondominated_mask(ctx.F).sum())
+
+
+@indicator("alignment_deg", "align. °", "align.\\,°", higher_is_better=False)
+def _alignment_deg(ctx):
+    """mean angle between each point's preference ray and its loss vector (r⊙z vs 1; module docstring)"""
+    a = ctx.alignment
+    return None if a is None or np.isnan(a).all() else float(np.nanmean(a))
+
+
+@indicator("alignment_hit", "rays met", "rays met", higher_is_better=True)
+def _alignment_hit(ctx):
+    """share of the preference rays met within ALIGNMENT_TOL_DEG (5°)"""
+    a = ctx.alignment
+    return None if a is None or np.isnan(a).all() else float(np.mean(a[~np.isnan(a)] <= ALIGNMENT_TOL_DEG))
 
 
 # ---- reference fronts for IGD-type indicators -----------------------------------------------------

@@ -77,7 +77,7 @@ def run(cfg) -> Path:
                   **({"resumed_from": directory.name, "evaluations_reused": evaluator.reused} if s.resume else {})},
             env={**environment(device), "deterministic": deterministic})
         ctx = indicators.Context(record.F_included, record.ref_point, pf=pf, objective=record.objective,
-                                 finetuned=record.reference_values("finetuned"))
+                                 finetuned=record.reference_values("finetuned"), rays=indicators.record_rays(record))
         excluded = record.excluded()
         if not record.include.any():
             raise BenchError(f"{record.method}: no point has finite metrics ({excluded['n_diverged']} diverged in "
