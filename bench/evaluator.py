@@ -18,6 +18,8 @@ sync per batch); `compile=True` runs the forward through `torch.compile`. Result
 (bench/journal.py) every evaluation is appended as it completes and a resumed run reads them back
 instead of recomputing. `evaluations` counts full passes of one merged model over one split (all
 requested tasks), the unit of cost in records, across attempts (`reused`: those read back).
+Metrics that `bench.parallel` workers computed enter through `record`: cached, journaled and
+counted as if computed here.
 """
 from __future__ import annotations
 
@@ -127,12 +129,7 @@ class Evaluator:
         `key` is the merge recipe (e.g. ("ta", λ…)); without one the parameters are hashed.
         `params` may be a callable that builds them, called only on a cache miss.
         """
-        tasks = list(self.suite.tasks if tasks is None else tasks)
-        unknown = [t for t in tasks if t not in self.suite.tasks]
-        if unknown:
-            raise BenchError(f"unknown task {unknown[0]!r}; valid choices: {', '.join(self.suite.tasks)}")
-        if split not in ("train", "val", "test"):
-            raise BenchError(f"unknown split {split!r}; valid choices: train, val, test")
+        tasks = self._tasks(split, tasks)
         if key is None:
             params = params() if callable(params) else params
             key = ("hash", params_hash(params))
@@ -145,14 +142,34 @@ class Evaluator:
         if ck not in self._results:
             params = params() if callable(params) else params
             with torch.inference_mode():
-                metrics = {t: self._score(params, t, split) for t in tasks}
-            if self.journal is not None:        # durable before it is used: a resumed run reads it back
-                self.journal.append({"key": key, "split": split, "tasks": tasks, "metrics": metrics,
-                                     "counted": self._counting})
-            self._results[ck] = metrics
-            if self._counting:
-                self.counts[split] += 1
+                self.record({t: self._score(params, t, split) for t in tasks}, split, key=key, tasks=tasks)
         return {t: dict(m) for t, m in self._results[ck].items()}
+
+    def known(self, key: Hashable, split: str = "test", tasks: Sequence[str] | None = None) -> bool:
+        """The recipe `key` is cached here or in the journal of an earlier attempt: evaluating it costs nothing new."""
+        ck = (self.suite.key, split, key, tuple(self._tasks(split, tasks)))
+        return ck in self._results or ck in self._journaled
+
+    def record(self, metrics: dict[str, dict[str, Any]], split: str = "test", *, key: Hashable,
+               tasks: Sequence[str] | None = None) -> None:
+        """Metrics of recipe `key` computed elsewhere (a `bench.parallel` worker): cached, journaled and
+        counted exactly as if `evaluate` had computed them here."""
+        tasks = self._tasks(split, tasks)
+        if self.journal is not None:            # durable before it is used: a resumed run reads it back
+            self.journal.append({"key": key, "split": split, "tasks": tasks, "metrics": metrics,
+                                 "counted": self._counting})
+        self._results[(self.suite.key, split, key, tuple(tasks))] = metrics
+        if self._counting:
+            self.counts[split] += 1
+
+    def _tasks(self, split: str, tasks: Sequence[str] | None) -> list[str]:
+        tasks = list(self.suite.tasks if tasks is None else tasks)
+        unknown = [t for t in tasks if t not in self.suite.tasks]
+        if unknown:
+            raise BenchError(f"unknown task {unknown[0]!r}; valid choices: {', '.join(self.suite.tasks)}")
+        if split not in ("train", "val", "test"):
+            raise BenchError(f"unknown split {split!r}; valid choices: train, val, test")
+        return tasks
 
     def warm_up(self, split: str = "test") -> float:
         """With `compile=True`: compile the forward for every task's batch shapes of `split` (θ0,
