@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	# keep a torch that is already there; else torch and torchvision together, pinned
 	$(PY) -c "import torch, torchvision" 2>/dev/null || $(PIP) install $(TORCH)
 	$(PY) -c "import torch, torchvision; v = lambda m: m.__version__.split('+')[0]; print(f'torch=={v(torch)}\ntorchvision=={v(torchvision)}')" > $(VENV)/constraints.txt
-	$(PIP) install -c $(VENV)/constraints.txt -e ".[test]"
+	$(PIP) install -c $(VENV)/constraints.txt -e ".[test,scale]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,10 +11,12 @@ one line on stderr and exit 2, without a traceback.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import signal
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.registry import BenchError, unknown_choice
@@ -171,6 +173,8 @@ def _run_settings() -> str:
 
 # ---- run and ls -----------------------------------------------------------------------------------
 def cmd_run(argv: list[str]) -> int:
+    from hydra.errors import HydraException
+
     from bench import config
 
     multirun = any(a in ("-m", "--multirun") for a in argv)
@@ -178,7 +182,10 @@ def cmd_run(argv: list[str]) -> int:
     bad = next((a for a in overrides if a.startswith("-")), None)
     if bad is not None:
         raise BenchError(f"unknown flag {bad!r}; valid: -m (sweep), --help")
-    jobs = config.validate(overrides)          # every job checked before any runs: one line on the first mistake
+    try:
+        jobs = config.validate(overrides)      # every job checked before any runs: one line on the first mistake
+    except HydraException as e:                # what Hydra refused in a hydra/... override (launcher, its options)
+        raise BenchError(hydra_error(e)) from None
     from bench.run import run
 
     if not multirun:
@@ -189,30 +196,106 @@ def cmd_run(argv: list[str]) -> int:
     return hydra_multirun(overrides, run)
 
 
+SCALE_LAUNCHERS = "joblib, submitit_local, submitit_slurm and ray come with pip install -e '.[scale]'"
+
+
+def hydra_error(e: Exception) -> str:
+    """One line for a Hydra composition error: an unknown group option (e.g. a launcher) or key, with the choices."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(e, MissingConfigException) and e.missing_cfg_file and e.options:
+        group, _, name = e.missing_cfg_file.rpartition("/")
+        hint = f" ({SCALE_LAUNCHERS})" if group == "hydra/launcher" and "joblib" not in e.options else ""
+        return unknown_choice(f"{group} option", name, list(e.options)) + hint
+    cause = e.__cause__
+    parent = getattr(cause, "parent_node", None)
+    if getattr(cause, "full_key", None) and hasattr(parent, "keys"):
+        prefix = cause.full_key.rpartition(".")[0]
+        keys = [f"{prefix}.{k}" for k in parent.keys() if not k.startswith("_")]
+        if not keys:
+            return (f"unknown option {cause.full_key!r}: {prefix} has no options"
+                    + (" (the basic launcher: choose another with hydra/launcher=NAME)" if prefix == "hydra.launcher" else ""))
+        return unknown_choice("option", cause.full_key, keys)
+    return str(e).strip().splitlines()[0]
+
+
 def hydra_multirun(overrides: list[str], run) -> int:
-    """A Hydra multirun (its launcher: local, joblib, Slurm, Ray …) of `run` over `overrides`."""
-    import hydra
+    """A Hydra multirun of `run` over `overrides` on the launcher they choose: basic (one job after another, here)
+    or, with the `scale` extra, joblib (local processes), submitit_local / submitit_slurm, ray. Every job writes
+    under one absolute `out` (a launcher may run a job in another directory, or machine); a job's BenchError is one
+    line in that job's output and comes back as its result; when every job is done, the command fails naming how
+    many failed and the first."""
+    from hydra._internal.hydra import Hydra       # hydra.main drops the jobs' results: this is what it calls
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
 
     from bench.config import CONF
 
-    errors: list[BenchError] = []
-
-    @hydra.main(config_path=str(CONF), config_name="run", version_base="1.3")
-    def _task(cfg) -> None:
-        try:
-            run(cfg)
-        except BenchError as e:     # reported as one line; a sweep goes on to its next job
-            errors.append(e)
-
-    saved = sys.argv
-    sys.argv = ["bench run", "-m", *overrides]
+    GlobalHydra.instance().clear()
+    hydra = Hydra.create_main_hydra2("bench", create_config_search_path(f"file://{CONF}"))
     try:
-        _task()
+        batches = hydra.multirun("run", functools.partial(sweep_job, run=run),
+                                 [*absolute_out(overrides), "hydra.mode=MULTIRUN"])
     finally:
-        sys.argv = saved
-    if errors:
-        raise errors[0] if len(errors) == 1 else BenchError(f"{len(errors)} runs failed; first: {errors[0]}")
+        GlobalHydra.instance().clear()
+    results = [r for batch in batches for r in batch]
+    failed = [r for r in results if isinstance(r.return_value, BenchError)]
+    outs = sorted({str(Path(r.return_value).parents[3]) for r in results if r not in failed})
+    print(f"sweep: {len(results) - len(failed)} of {len(results)} runs have their record under {', '.join(outs) or '-'}"
+          + "".join(f" (python -m bench table out={o})" for o in outs[:1]))
+    if failed:
+        first = f"{' '.join(o for o in failed[0].overrides if not o.startswith('out='))}: {failed[0].return_value}"
+        raise BenchError(f"{len(failed)} of {len(results)} runs failed; first ({first})")
     return 0
+
+
+def sweep_job(cfg, run):
+    """One job of a sweep, wherever the launcher runs it: the path of its record, or its BenchError.
+
+    With resume=true a job continues its own run: its run_id is derived from its config (`s<seed>-<hash>`, the
+    hash of what resume compares), so one command launches a sweep, continues a job that Slurm requeued after a
+    pre-emption, and relaunches an interrupted sweep: finished jobs are skipped, unfinished ones continue, the
+    others start."""
+    import hashlib
+    import json
+
+    from omegaconf import OmegaConf
+
+    from bench.config import settings
+    from bench.rundir import NOT_COMPARED, RUN_FILE, run_directory
+
+    try:
+        s = settings(cfg)
+        if s.resume == "true":
+            compared = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_COMPARED}
+            run_id = f"s{s.seed}-" + hashlib.sha1(json.dumps(compared, sort_keys=True, default=str).encode()).hexdigest()[:12]
+            directory = run_directory(s.out, cfg.tasks.name, cfg.method.name, run_id)
+            if (directory / "record.json").is_file():
+                print(f"{cfg.method.name} on {cfg.tasks.name}: finished in an earlier attempt\n{directory / 'record.json'}")
+                return directory / "record.json"
+            started = (directory / RUN_FILE).is_file()
+            cfg = OmegaConf.merge(cfg, {"resume": run_id if started else None, "run_id": None if started else run_id})
+        return run(cfg)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e
+
+
+def absolute_out(overrides: list[str]) -> list[str]:
+    """The overrides with `out` (each value of a sweep over it, else the default) made an absolute path."""
+    import os
+
+    from bench.config import Settings, defaults, parse
+
+    given = [o for o in parse(overrides) if o.get_key_element() == "out"]
+    if not given:
+        values = [defaults(Settings)["out"]]
+    elif given[-1].is_sweep_override():
+        values = list(given[-1].sweep_string_iterator())
+    else:
+        values = [given[-1].get_value_element_as_str()]
+    rest = [a for a in overrides if a.split("=", 1)[0] != "out"]
+    return [*rest, "out=" + ",".join(repr(os.path.abspath(os.path.expanduser(v))) for v in values)]
 
 
 def cmd_ls(opts: dict) -> int:

@@ -17,6 +17,7 @@ choices.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 import io
 import re
@@ -47,6 +48,7 @@ class Settings:
     run_id: str | None = None            # default: <time>-s<seed>-<random>
     resume: str | None = None            # true: continue the newest unfinished run of this config; or its run_id
     checkpoint_every: int = 50           # training steps between checkpoints of a run's training state
+    workers: int = 1                     # Ray workers for a run's independent units (ls/epo rays, MAP design points); 1: this process
 
     def __post_init__(self):
         if self.seed < 0:
@@ -69,6 +71,11 @@ class Settings:
             raise BenchError("resume= and run_id= cannot be combined: resume=<run-id> names the run to continue")
         if self.checkpoint_every < 1:
             raise BenchError(f"checkpoint_every={self.checkpoint_every} must be ≥ 1")
+        if self.workers < 1:
+            raise BenchError(f"workers={self.workers} must be ≥ 1 (1: this process; N: N Ray workers)")
+        if self.workers > 1 and importlib.util.find_spec("ray") is None:
+            raise BenchError(f"workers={self.workers} runs on Ray, which is not installed: pip install -e '.[scale]', "
+                             f"or workers=1")
 
 
 # ---- schemas -----------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ sync per batch); `compile=True` runs the forward through `torch.compile`. Result
 (bench/journal.py) every evaluation is appended as it completes and a resumed run reads them back
 instead of recomputing. `evaluations` counts full passes of one merged model over one split (all
 requested tasks), the unit of cost in records, across attempts (`reused`: those read back).
+Metrics that `bench.parallel` workers computed enter through `record`: cached, journaled and
+counted as if computed here.
 """
 from __future__ import annotations
 
@@ -130,12 +132,7 @@ class Evaluator:
         `key` is the merge recipe (e.g. ("ta", λ…)); without one the parameters are hashed.
         `params` may be a callable that builds them, called only on a cache miss.
         """
-        tasks = list(self.suite.tasks if tasks is None else tasks)
-        unknown = [t for t in tasks if t not in self.suite.tasks]
-        if unknown:
-            raise BenchError(f"unknown task {unknown[0]!r}; valid choices: {', '.join(self.suite.tasks)}")
-        if split not in ("train", "val", "test"):
-            raise BenchError(f"unknown split {split!r}; valid choices: train, val, test")
+        tasks = self._tasks(split, tasks)
         if key is None:
             params = params() if callable(params) else params
             key = ("hash", params_hash(params))
@@ -153,13 +150,37 @@ class Evaluator:
             metrics = {t: m for t, (m, _) in scored.items()}
             # per-example correctness on test: what a bootstrap over test examples resamples
             examples = {t: c for t, (_, c) in scored.items() if c is not None} if split == "test" else {}
-            if self.journal is not None:        # durable before it is used: a resumed run reads it back
-                self.journal.append({"key": key, "split": split, "tasks": tasks, "metrics": metrics,
-                                     "counted": self._counting, "examples": pack(examples)})
-            self._results[ck], self._examples[ck] = metrics, examples
-            if self._counting:
-                self.counts[split] += 1
+            self.record(Metrics(metrics, examples), split, key=key, tasks=tasks)
         return Metrics({t: dict(m) for t, m in self._results[ck].items()}, self._examples.get(ck) or {})
+
+    def known(self, key: Hashable, split: str = "test", tasks: Sequence[str] | None = None) -> bool:
+        """The recipe `key` is cached here or in the journal of an earlier attempt: evaluating it costs nothing new."""
+        ck = (self.suite.key, split, key, tuple(self._tasks(split, tasks)))
+        return ck in self._results or ck in self._journaled
+
+    def record(self, metrics: "Metrics", split: str = "test", *, key: Hashable,
+               tasks: Sequence[str] | None = None) -> None:
+        """Metrics of recipe `key` (with their per-example correctness), computed here or elsewhere (a
+        `bench.parallel` worker): cached, journaled and counted exactly alike."""
+        tasks = self._tasks(split, tasks)
+        examples = getattr(metrics, "examples", {})
+        metrics = {t: dict(m) for t, m in metrics.items()}
+        if self.journal is not None:            # durable before it is used: a resumed run reads it back
+            self.journal.append({"key": key, "split": split, "tasks": tasks, "metrics": metrics,
+                                 "counted": self._counting, "examples": pack(examples)})
+        ck = (self.suite.key, split, key, tuple(tasks))
+        self._results[ck], self._examples[ck] = metrics, examples
+        if self._counting:
+            self.counts[split] += 1
+
+    def _tasks(self, split: str, tasks: Sequence[str] | None) -> list[str]:
+        tasks = list(self.suite.tasks if tasks is None else tasks)
+        unknown = [t for t in tasks if t not in self.suite.tasks]
+        if unknown:
+            raise BenchError(f"unknown task {unknown[0]!r}; valid choices: {', '.join(self.suite.tasks)}")
+        if split not in ("train", "val", "test"):
+            raise BenchError(f"unknown split {split!r}; valid choices: train, val, test")
+        return tasks
 
     def warm_up(self, split: str = "test") -> float:
         """With `compile=True`: compile the forward for every task's batch shapes of `split` (θ0,

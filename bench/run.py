@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from bench import indicators
+from bench import indicators, parallel
 from bench.config import build_from_config, settings
 from bench.evaluator import Evaluator, references
 from bench.record import EXAMPLES, RunRecord, check_writable, examples_file, write_run
@@ -54,9 +54,13 @@ def run(cfg) -> Path:
         torch.set_num_threads(choose_threads(s.threads, suite, device))
         compile_s = evaluator.warm_up() if s.compile else None
 
+        setup = parallel.Setup.of(config["tasks"], device, threads=torch.get_num_threads(), deterministic=deterministic,
+                                  seed=s.seed, eval_batch_size=s.eval_batch_size, compile=s.compile)
+
         reset_peak_memory(device)
         t0, c0 = time.perf_counter(), time.process_time()
-        with threadpool_limits(limits=1, user_api="blas"):   # numpy's BLAS in methods: small matrices, reproducible sums
+        with threadpool_limits(limits=1, user_api="blas"), parallel.workers(s.workers, setup):
+            # numpy's BLAS in methods: small matrices, reproducible sums; independent units on `workers`
             front = method.approximate_front(suite, evaluator=evaluator, seed=s.seed, checkpoints=checkpoints)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         peak = peak_memory_mb(device)

@@ -62,11 +62,13 @@ Evaluator's per-split counts, which they equal.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from bench import parallel
 from bench.front import Front
 from bench.merge import task_arithmetic
 from bench.progress import progress
@@ -276,14 +278,22 @@ _FIT_METHOD = {
 }
 
 
+def _key(lam: np.ndarray) -> tuple:
+    return ("ta", tuple(np.round(np.asarray(lam, dtype=float), 12)))
+
+
+def _merge(suite, lam: np.ndarray):
+    return task_arithmetic(suite.theta0(), suite.task_vectors(), np.asarray(lam, dtype=float))
+
+
 def _evaluate(evaluator, suite, lam: np.ndarray, split: str) -> dict:
-    lam = np.asarray(lam, dtype=float)
-    theta0, tv = suite.theta0(), suite.task_vectors()
-    return evaluator.evaluate(lambda: task_arithmetic(theta0, tv, lam), split, key=("ta", tuple(np.round(lam, 12))))
+    return evaluator.evaluate(lambda: _merge(suite, lam), split, key=_key(lam))
 
 
 def _scores(evaluator, suite, C: np.ndarray, split: str) -> np.ndarray:
     """[n, T] objective values (natural direction) of the task-arithmetic models at the rows of C."""
+    # with `workers`: scored there and recorded in the run's evaluator, which then finds them cached
+    parallel.prefetch(evaluator, split, [(_key(lam), functools.partial(_merge, lam=lam)) for lam in C])
     out = []
     for lam in progress(C, f"map: {split}"):
         m = _evaluate(evaluator, suite, lam, split)

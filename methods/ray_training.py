@@ -33,6 +33,7 @@ to 0 over the run (`schedule=constant` keeps it fixed).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Sequence
@@ -40,6 +41,7 @@ from typing import ClassVar, Literal, Sequence
 import numpy as np
 import torch
 
+from bench import parallel
 from bench.front import Front
 from bench.merge import Params, task_arithmetic
 from bench.interrupt import interruptible
@@ -192,6 +194,9 @@ class RayTraining(Method):
         ck = checkpoints if checkpoints is not None else Checkpoints(None)
         done = (ck.load("rays") or {"rays": []})["rays"]     # rays finished in an earlier attempt
         metrics, extras, trainable, backward = [], [], 0, 0
+        # rays not finished in an earlier attempt, trained here one at a time or on `workers` (bench.parallel)
+        trained = parallel.fan_out(functools.partial(_train, self, lr=lr, seed=seed, checkpoints=ck),
+                                   list(enumerate(rays))[len(done):], suite)
         for k, ray in enumerate(progress(rays, f"{name} rays", every_item=True)):
             recipe = (name, config, tuple(np.round(ray, 12)), int(seed))
             if k < len(done):                                 # its evaluation is in the journal
@@ -199,9 +204,8 @@ class RayTraining(Method):
                 extras.append(done[k]["extras"])
                 trainable, backward = done[k]["trainable"], backward + done[k]["backward"]
                 continue
-            generator = torch.Generator().manual_seed(ray_seed(seed, k))
-            leaves, stats, final, diverged = self.train_ray(suite, ray, lr=lr, generator=generator,
-                                                            checkpoints=ck, name=f"ray-{k}")
+            leaves, stats, final, diverged = next(trained)
+            leaves = [l.to(next(iter(theta0.values())).device) for l in leaves]    # a worker's come on the CPU
             trainable = sum(l.numel() for l in leaves)
             backward += sum(s["backward_passes"] for s in stats)
             params = {n: p.detach() for n, p in merged_params(self.space, theta0, tv, leaves).items()}
@@ -293,6 +297,13 @@ class RayTraining(Method):
         elif not diverged and end > EXPLODED * max(start, 1e-12):
             diverged = f"training loss grew from {start:.3g} to {end:.3g}"
         return leaves, stats, final, diverged
+
+
+def _train(method: RayTraining, worker, item: tuple[int, np.ndarray], *, lr: float, seed: int, checkpoints):
+    """Train ray `item` = (k, r) from its own seed `ray_seed(seed, k)`: here or on a `bench.parallel` worker."""
+    k, ray = item
+    generator = torch.Generator().manual_seed(ray_seed(seed, k))
+    return method.train_ray(worker.suite, ray, lr=lr, generator=generator, checkpoints=checkpoints, name=f"ray-{k}")
 
 
 def _journaled():

@@ -57,12 +57,11 @@ def finish(args: list[str], out: Path, capsys) -> Path:
 
 
 CASES = [  # (method and options, what the run must have paid for before the kill)
-    (["method=ta_grid", "tasks=toy-quadratic", "tasks.num_tasks=3", "method.mode=grid", "method.points=40",
-      "method.max_points=64000"], "journal"),
+    (["method=ta_grid", "tasks=toy-quadratic", "tasks.num_tasks=3", "method.mode=grid", "method.points=12"], "journal"),
     (["method=map", "tasks=toy-quadratic", "tasks.num_tasks=4"], "journal"),
-    (["method=ls", "tasks=toy-quadratic", "method.steps=4000"], "checkpoint"),
-    (["method=epo", "tasks=toy-quadratic", "method.steps=1500", "method.partitions=3"], "checkpoint"),
-    (["method=pwe_moe_ls", "tasks=toy-quadratic", "method.upscale=all", "method.steps=20000",
+    (["method=ls", "tasks=toy-quadratic", "method.steps=1500", "method.partitions=2"], "checkpoint"),
+    (["method=epo", "tasks=toy-quadratic", "method.steps=600", "method.partitions=2"], "checkpoint"),
+    (["method=pwe_moe_ls", "tasks=toy-quadratic", "method.upscale=all", "method.steps=4000",
       "method.batch_size=1"], "checkpoint"),
 ]
 
@@ -90,7 +89,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_record(args, when, tmp_path
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stop_signal_checkpoints_and_says_how_to_resume(sig, code, tmp_path, capsys):
-    args = ["method=ls", "tasks=toy-quadratic", "method.steps=4000"]
+    args = ["method=ls", "tasks=toy-quadratic", "method.steps=1500", "method.partitions=2"]
     p = start(args, tmp_path)
     wait_for(tmp_path, "checkpoint")
     p.send_signal(sig)
