@@ -23,7 +23,7 @@ run: $(STAMP)
 	$(PY) -m bench run
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # The README's leaderboard: every baseline config (results/baselines/*.json) × seeds, run into a
 # fresh results root, then the tables (md, tex, csv) and figures (PNG, PDF) into results/leaderboard/.
