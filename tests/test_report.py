@@ -134,6 +134,62 @@ def test_two_seeds_mean_std_and_pooled_igd_plus(out, synthetic):
     assert not csv["trainable_params_best"].any()                      # all 7: a tie marks nothing
 
 
+# ---- bootstrap over test examples ------------------------------------------------------------------
+def write_with_examples(out: Path, method: str, seed: int, correct: dict[str, np.ndarray]) -> None:
+    """A synthetic record whose points' accuracies are the means of `correct` ({task: bool [points, n]}),
+    with examples.npz beside it as a run writes it."""
+    from types import SimpleNamespace
+
+    from bench.record import EXAMPLES, examples_file
+
+    acc = np.stack([correct[t].mean(axis=1) for t in SYN_TASKS], axis=1)
+    rec = RunRecord.from_json(json.dumps(synthetic_record(method, seed, acc, paper="")))
+    points = [SimpleNamespace(examples={t: correct[t][i] for t in SYN_TASKS}) for i in range(len(acc))]
+    directory = run_directory(out, rec.suite, rec.method, rec.run_id)
+    directory.mkdir(parents=True)
+    write_run(directory, rec, "x: 1\n", {EXAMPLES: examples_file(points)})
+
+
+def test_bootstrap_interval_and_paired_significance(out):
+    from bench import bootstrap
+
+    rng = np.random.default_rng(1)
+    n, B = 300, 200
+    p = np.array([[0.9, 0.3], [0.7, 0.6], [0.35, 0.85]])
+    best = {t: rng.random((3, n)) < p[:, [j]] for j, t in enumerate(SYN_TASKS)}
+    twin = {t: c.copy() for t, c in best.items()}
+    twin["a"][1, :3] = ~twin["a"][1, :3]                                # 3 examples differ: paired, not significant
+    weak = {t: rng.random((3, n)) < (p[:, [j]] - 0.15) for j, t in enumerate(SYN_TASKS)}
+    for s in (0, 1):                                                   # two seeds of the same models
+        write_with_examples(out, "best", s, best)
+    write_with_examples(out, "twin", 0, twin)
+    write_with_examples(out, "weak", 0, weak)
+    csv = pd.read_csv(io.StringIO(table_text(str(out), None, "csv", resamples=B))).set_index("method")
+    # independent recomputation: the same draws, accuracies by weighted counts, HV by brute force
+    W = bootstrap.resample_weights({t: n for t in SYN_TASKS}, B, 0)
+    def hv_samples(c):
+        return np.array([hv2d_brute(1.0 - np.stack([c[t] @ W[t][b] for t in SYN_TASKS], axis=1), np.ones(2))
+                         for b in range(B)])
+    hb, hw = hv_samples(best), hv_samples(weak)
+    assert csv.loc["best", "hv_lo"] == pytest.approx(np.percentile(hb, 2.5), rel=1e-5)
+    assert csv.loc["best", "hv_hi"] == pytest.approx(np.percentile(hb, 97.5), rel=1e-5)
+    assert csv.loc["best", "hv_lo"] < csv.loc["best", "hv_mean"] < csv.loc["best", "hv_hi"]
+    assert csv.loc["weak", "hv_lo"] == pytest.approx(np.percentile(hw, 2.5), rel=1e-5)
+    assert not csv.loc["best", "hv_ns"]                                # the best row is the reference
+    assert csv.loc["twin", "hv_ns"] and csv.loc["twin", "hv_normalized_ns"]
+    assert not csv.loc["weak", "hv_ns"] and np.percentile(hb - hw, 2.5) > 0
+    md = table_text(str(out), None, "md", resamples=B)
+    assert re.search(r"\| twin \| 1 \| [0-9.]+ \[[0-9.]+, [0-9.]+\] ≈ \|", md)
+    assert f"95 % percentile bootstrap interval of the cell's mean over {B} resamples" in md
+    assert "$\\approx$" in table_text(str(out), None, "latex", resamples=B)
+
+
+def test_no_interval_without_examples(out, synthetic):
+    csv = pd.read_csv(io.StringIO(table(out, "csv")))
+    assert csv["hv_lo"].isna().all() and not csv["hv_ns"].any()
+    assert "bootstrap" not in table(out, "md")
+
+
 def test_markdown_rendering(out, synthetic):
     md = table(out, "md")
     csv = pd.read_csv(io.StringIO(table(out, "csv")))
