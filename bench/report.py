@@ -38,7 +38,7 @@ from bench import bootstrap, indicators
 from bench.record import RunRecord, load_records
 from bench.registry import INDICATORS, BenchError, unknown_choice
 
-FORMATS = ("md", "latex", "csv")
+FORMATS = ("md", "latex", "csv", "html")
 IGNORED_CONFIG = ("seed", "out", "run_id", "tasks")
 
 
@@ -274,11 +274,11 @@ def row_cell(row, c: Column) -> str:
     return s + (" ≈" if row.get(f"{c.key}_ns", False) else "")
 
 
-def _footnote_marks(table: Table) -> dict[str, int]:
+def footnote_marks(table: Table) -> dict[str, int]:
     return {m: i + 1 for i, m in enumerate(table.papers)}
 
 
-def _notes(table: Table) -> list[str]:
+def table_notes(table: Table) -> list[str]:
     r = table.ref
     notes = [f"IGD+ reference front: {r.how}; {r.n_points} points, hash {r.hash}."]
     if (table.rows["n"] > 1).any():
@@ -308,7 +308,7 @@ _SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 def render_md(tables: list[Table]) -> str:
     out = []
     for t in tables:
-        marks = _footnote_marks(t)
+        marks = footnote_marks(t)
         cfg = ", ".join(f"{k}={v}" for k, v in t.suite_config.items())
         out += [f"### {t.title}", "", f"suite key `{t.suite_key}`" + (f" · {cfg}" if cfg else ""), ""]
         head = ["Method", "n"] + [f"{c.header} {'↑' if c.higher_is_better else '↓'}" for c in COLUMNS]
@@ -322,7 +322,7 @@ def render_md(tables: list[Table]) -> str:
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
         bold = " **Bold**: best per column." if _any_best(t) else ""
-        out += [" ".join(_notes(t)) + bold, ""]
+        out += [" ".join(table_notes(t)) + bold, ""]
         out += [f"{str(i).translate(_SUP)} {m}: {p}  " for m, i in marks.items() for p in [t.papers[m]]]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
@@ -342,7 +342,7 @@ def render_latex(tables: list[Table]) -> str:
     out = ["% paretobench leaderboard: booktabs table bodies (\\usepackage{booktabs}); put each in a table float"]
     ncol = 2 + len(COLUMNS)
     for t in tables:
-        marks = _footnote_marks(t)
+        marks = footnote_marks(t)
         out += ["", f"% suite key {tex_escape(t.suite_key)}", f"\\begin{{tabular}}{{l{'r' * (ncol - 1)}}}", "\\toprule",
                 f"\\multicolumn{{{ncol}}}{{l}}{{\\textbf{{{tex_escape(t.suite)}}} v{tex_escape(t.suite_version)}: "
                 f"{tex_escape(', '.join(t.tasks))}}} \\\\", "\\midrule",
@@ -356,7 +356,7 @@ def render_latex(tables: list[Table]) -> str:
                 cells.append(f"\\textbf{{{s}}}" if row[f"{c.key}_best"] else s)
             out.append(" & ".join(cells) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}", "", "\\par\\smallskip{\\footnotesize",
-                tex_escape(" ".join(_notes(t))) + (" \\textbf{Bold}: best per column." if _any_best(t) else "")]
+                tex_escape(" ".join(table_notes(t))) + (" \\textbf{Bold}: best per column." if _any_best(t) else "")]
         out += [f"\\par\\textsuperscript{{{i}}}{tex_escape(m)}: {tex_escape(t.papers[m])}" for m, i in marks.items()]
         out += ["\\par}", "\\bigskip"]
     return "\n".join(out) + "\n"
@@ -375,11 +375,11 @@ def render_csv(tables: list[Table]) -> str:
     return pd.concat(frames, ignore_index=True).to_csv(index=False)
 
 
-RENDER = {"md": render_md, "latex": render_latex, "csv": render_csv}
+RENDER = {"md": render_md, "latex": render_latex, "csv": render_csv}      # html: a folder (cmd_table)
 
 
 def table_text(out: str, suite: str | None = None, fmt: str = "md", resamples: int = bootstrap.RESAMPLES) -> str:
-    if fmt not in FORMATS:
+    if fmt not in RENDER:
         raise BenchError(unknown_choice("format", fmt, list(FORMATS)))
     check_suite_name(suite, out)
     recs = leaderboard_records(out, suite)
@@ -394,5 +394,11 @@ def cmd_table(opts: dict) -> int:
     resamples = int(opts["resamples"])
     if resamples < 0:
         raise BenchError(f"resamples={resamples} must be ≥ 0 (0: no bootstrap interval)")
+    if opts["format"] == "html":          # a folder, not a text: bench/html.py
+        from bench.html import write_html
+
+        check_suite_name(tasks, str(opts["out"]))
+        print(write_html(str(opts["out"]), opts["out_dir"], tasks, resamples))
+        return 0
     sys.stdout.write(table_text(str(opts["out"]), tasks, str(opts["format"]), resamples))
     return 0
