@@ -124,21 +124,21 @@ def section(t: Table, records: list[RunRecord], links: dict[str, str], figures: 
             f'<p class="notes">{e(" ".join(table_notes(t)))}{bold}{papers}</p>{figs}</section>')
 
 
-def page(tables: list[Table], sections: list[str], title: str) -> str:
+def page(tables: list[Table], sections: list[str], title: str, note: str = "") -> str:
     Ts = sorted({len(t.tasks) for t in tables})
     methods = sorted({m for t in tables for m in t.rows["method"]})
     boxes = lambda name, vals: "".join(f'<label><input type="checkbox" name="{name}" value="{e(v)}" checked> {e(v)}</label>'
                                        for v in vals)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
-            f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>"
+            f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>" + (f'<p class="notes">{e(note)}</p>' if note else "") +
             f'<div id="filters"><fieldset><legend>T</legend>{boxes("T", Ts)}</fieldset>'
             f'<fieldset><legend>method</legend>{boxes("method", methods)}</fieldset></div>'
             f'{"".join(sections)}<script>{SCRIPT}</script></body></html>\n')
 
 
 def write_html(out: str, out_dir: str | None, suite: str | None, resamples: int,
-               title: str = "paretobench leaderboard") -> Path:
+               title: str = "paretobench leaderboard", note: str = "") -> Path:
     """Write the page for the records under `out` into `out_dir`; returns index.html's path."""
     from bench.plots import make_figures, stem
 
@@ -157,5 +157,5 @@ def write_html(out: str, out_dir: str | None, suite: str | None, resamples: int,
                         [(f"figures/{p.name}", p.stem[len(stem(t)) + 1:]) for p in figures
                          if p.name.startswith(stem(t) + "-")]) for t in tables]
     index = root / "index.html"
-    atomic_write_text(index, page(tables, sections, title))
+    atomic_write_text(index, page(tables, sections, title, note))
     return index
