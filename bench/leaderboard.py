@@ -36,7 +36,7 @@ from bench.record import atomic_write_text
 from bench.registry import BenchError, unknown_choice
 
 KINDS = ("search", "per_ray", "trained")
-KEYS = ("scale", "seeds", "jobs", "resamples", "runs", "out", "suites", "methods", "matched_steps", "per_t")
+KEYS = ("scale", "seeds", "jobs", "resamples", "runs", "out", "suites", "methods", "matched_steps", "per_t", "readme")
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class Spec:
     out: str = "results/leaderboard"
     matched_steps: int = 300
     per_t: dict = field(default_factory=dict)      # {T: {method: {KEY: V}}}: method options at that T
+    readme: str | None = None                      # a README whose leaderboard block gets the main tables
 
     def note(self) -> str:
         """The budget paragraph printed above the tables."""
@@ -212,6 +213,69 @@ def run_jobs(jobs: list[Job], spec: Spec, log=print) -> tuple[pd.DataFrame, list
     return df, failed
 
 
+def budget_of(spec: Spec, suite: str, T: int, flat: dict) -> str:
+    """Which budget row of the spec a table row's flattened config is (default, matched or both)."""
+    method = flat["method.name"]
+    if method not in spec.methods:
+        return "other"
+    opts = {k.removeprefix("method."): v for k, v in flat.items() if k.startswith("method.")}
+    rows, defaults = budgets(spec, suite, method, spec.methods[method]["kind"], T), method_defaults(method)
+    keys = set().union(*rows.values())          # a default row differs from a matched one on these
+    hits = [b for b, want in rows.items() if all(str(opts.get(k)) == str({**defaults, **want}.get(k)) for k in keys)]
+    return "+".join(hits) or "other"
+
+
+def main_tables(spec: Spec, tables: list, figures: str) -> str:
+    """The README's main results: per suite, one row per (method, budget) and one column per task
+    subset, normalised HV (HV where there is none) with its bootstrap interval; mean evaluations and
+    wall time over the subsets; then the 2-task fronts of the first subset of each suite."""
+    import json
+
+    from bench.plots import stem
+
+    out = [f"_{spec.note()}_", ""]
+    for suite in spec.suites:
+        ts = [t for t in tables if t.suite == suite]
+        if not ts:
+            continue
+        metric = "hv_normalized" if ts[0].rows["hv_normalized_mean"].notna().any() else "hv"
+        cols, cells, cost = [], {}, {}
+        for t in ts:
+            col = "+".join(t.tasks) if len(t.tasks) <= 3 else f"all {len(t.tasks)}"
+            cols.append(col)
+            for _, r in t.rows.iterrows():
+                key = (r["method"], budget_of(spec, suite, len(t.tasks), json.loads(r["config"])))
+                ci = f" [{r[metric + '_lo']:.3f}, {r[metric + '_hi']:.3f}]" if r[metric + "_lo"] == r[metric + "_lo"] else ""
+                cells[key, col] = f"{r[metric + '_mean']:.3f}{ci}" + (" ≈" if r[metric + "_ns"] else "")
+                cost.setdefault(key, []).append((r["evaluations_mean"], r["wall_s_mean"]))
+        out += [f"**{suite}** ({'normalised HV' if metric == 'hv_normalized' else 'HV'} ↑, mean over seeds "
+                "[95 % bootstrap interval over test examples]; ≈ not significantly below the subset's best)", "",
+                "| method | budget | " + " | ".join(cols) + " | evals | wall s |",
+                "|:---|:---|" + "---:|" * (len(cols) + 2)]
+        for key in sorted(cost):
+            ev, wall = (sum(c[i] for c in cost[key]) / len(cost[key]) for i in (0, 1))
+            out.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells.get((key, c), "–") for c in cols)
+                       + f" | {ev:,.0f} | {wall:,.1f} |")
+        out.append("")
+    fronts = [t for t in tables if len(t.tasks) == 2 and t.suite != "toy-quadratic"]
+    for t in [next((t for t in fronts if t.suite == s), None) for s in spec.suites]:
+        if t is not None:
+            out.append(f"![{t.title}]({figures}/{stem(t)}-front.png)")
+    return "\n".join(out).rstrip() + "\n"
+
+
+BEGIN, END = "<!-- leaderboard:begin (make leaderboard writes this block) -->", "<!-- leaderboard:end -->"
+
+
+def update_readme(readme: Path, block: str) -> None:
+    """Replace the text between the README's leaderboard markers with `block`."""
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise BenchError(f"{readme} has no leaderboard block; add the lines {BEGIN!r} and {END!r}")
+    head, rest = text.split(BEGIN, 1)
+    atomic_write_text(readme, head + BEGIN + "\n" + block + rest[rest.index(END):])
+
+
 def write_outputs(spec: Spec) -> list[Path]:
     """leaderboard.md/.tex/.csv, html/ and figures/ into spec.out from the records under spec.runs."""
     from bench.html import write_html
@@ -226,7 +290,11 @@ def write_outputs(spec: Spec) -> list[Path]:
     for name, text in files.items():
         atomic_write_text(out / name, text)
     # the figures live once, in the page's folder (html/figures, PNG and PDF)
-    return [out / n for n in files] + [write_html(spec.runs, str(out / "html"), None, spec.resamples, note=note)]
+    paths = [out / n for n in files] + [write_html(spec.runs, str(out / "html"), None, spec.resamples, note=note)]
+    if spec.readme:
+        update_readme(Path(spec.readme), main_tables(spec, tables, f"{out}/html/figures"))
+        paths.append(Path(spec.readme))
+    return paths
 
 
 def main(argv: list[str]) -> int:

@@ -6,7 +6,7 @@ import textwrap
 import pandas as pd
 import pytest
 
-from bench.leaderboard import budgets, load_spec, main, n_rays, plan, write_outputs
+from bench.leaderboard import BEGIN, END, budgets, load_spec, main, n_rays, plan
 from bench.registry import BenchError
 
 TINY = """
@@ -26,7 +26,8 @@ methods:
 @pytest.fixture
 def spec_file(tmp_path):
     p = tmp_path / "spec.yaml"
-    p.write_text(TINY + f"runs: {tmp_path / 'runs'}\nout: {tmp_path / 'board'}\n")
+    p.write_text(TINY + f"runs: {tmp_path / 'runs'}\nout: {tmp_path / 'board'}\nreadme: {tmp_path / 'README.md'}\n")
+    (tmp_path / "README.md").write_text(f"# x\n\n{BEGIN}\nold\n{END}\n\nafter\n")
     return p
 
 
@@ -75,3 +76,7 @@ def test_regenerates_everything_in_parallel(spec_file, tmp_path, capsys):
     assert (board / "html" / "index.html").is_file() and list((board / "html" / "figures").glob("*-eaf.png"))
     csv = pd.read_csv(board / "leaderboard.csv")
     assert (csv["n"] == 2).all()
+    readme = (tmp_path / "README.md").read_text()                # the main-results block, rewritten in place
+    assert "old" not in readme and readme.endswith(f"{END}\n\nafter\n")
+    for row in ("| ta_grid | default |", "| ta_grid | matched |", "| ls | matched |", "| pwe_moe_ls | default+matched |"):
+        assert row in readme
