@@ -47,7 +47,7 @@ class Job:
     budget: str                           # default | matched | default+matched
     seed: int
     overrides: tuple[str, ...]            # method.KEY=V and tasks.KEY=V
-    weight: float = 0.0                   # expected cost, for ordering: training steps + evaluations
+    steps: int = 0                        # training steps in all (per-ray methods: over every ray)
 
     @property
     def T(self) -> int:
@@ -82,8 +82,10 @@ class Spec:
                 + "".join(f" (× {v:g} on {s})" for s, v in own.items()) + ", "
                 f"and at matched cost: search methods at MAP's default number of evaluations, (T+1)(T+2) + 10; "
                 f"trained methods at {self.matched_steps} × scale training steps in all (per-ray methods "
-                f"divide them over their rays). Seeds {list(self.seeds)}."
-                + (f" Options by T: {self.per_t}." if self.per_t else ""))
+                f"divide them over their rays). Seeds {list(self.seeds)}"
+                + "".join(f", {m}: {o['seeds']}" for m, o in self.methods.items() if "seeds" in o) + "."
+                + "".join(f" At T = {T}: " + "; ".join(f"{m} " + ", ".join(f"{k}={v}" for k, v in o.items())
+                                                      for m, o in ms.items()) + "." for T, ms in self.per_t.items()))
 
     def steps(self, n: int, suite: str) -> int:
         """n training steps scaled for `suite` (its own `scale`, else the spec's)."""
@@ -128,7 +130,7 @@ def n_rays(T: int, opts: dict) -> int:
 
 def budgets(spec: Spec, suite: str, method: str, kind: str, T: int) -> dict[str, dict]:
     """{budget: method options} of one method at T on `suite` (the spec's per-T options included)."""
-    base = {**{k: v for k, v in spec.methods[method].items() if k != "kind"},
+    base = {**{k: v for k, v in spec.methods[method].items() if k not in ("kind", "seeds")},
             **spec.suites[suite].get("options", {}).get(method, {}), **spec.per_t.get(T, {}).get(method, {})}
     d = {**method_defaults(method), **base}
     evals = (T + 1) * (T + 2) + d.get("reevaluate", 10)
@@ -161,10 +163,11 @@ def plan(spec: Spec) -> list[Job]:
                     over = tuple(task_over + [f"method.{k}={v}" for k, v in sorted(opts.items())])
                     steps = opts.get("steps", 0) * (n_rays(T, {**method_defaults(method), **opts})
                                                     if mopts["kind"] == "per_ray" else 1)
-                    for seed in spec.seeds:
+                    for seed in mopts.get("seeds", spec.seeds):
                         jobs.append(Job(suite, tuple(tasks) if tasks and not isinstance(tasks, int) else T,
-                                        method, budget, int(seed), over, float(steps * T + 10 * T)))
-    return sorted(jobs, key=lambda j: (j.suite.startswith("toy-"), -j.weight))
+                                        method, budget, int(seed), over, int(steps)))
+    # expected cost ~ (training steps + evaluations) × T
+    return sorted(jobs, key=lambda j: (j.suite.startswith("toy-"), -(j.steps + 10) * j.T))
 
 
 def suite_tasks(suite: str) -> list[str]:
@@ -205,7 +208,7 @@ def run_jobs(jobs: list[Job], spec: Spec, log=print) -> tuple[pd.DataFrame, list
                 log(f"[{i}/{len(jobs)}] FAILED {failed[-1]}")
                 continue
             rows.append({"suite": j.suite, "T": j.T, "tasks": ",".join(j.tasks) if isinstance(j.tasks, tuple) else "",
-                         "method": j.method, "budget": j.budget, "seed": j.seed, "wall_s": round(wall, 2),
+                         "method": j.method, "budget": j.budget, "seed": j.seed, "steps": j.steps, "wall_s": round(wall, 2),
                          "overrides": " ".join(j.overrides)})
             log(f"[{i}/{len(jobs)} {time.perf_counter() - t0:6.0f}s] {wall:6.1f}s {j.line()}")
     df = pd.DataFrame(rows)
