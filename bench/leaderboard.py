@@ -12,7 +12,8 @@ budgets, each a row of the table (one job when they coincide):
 * default: the method's registered defaults (the published hyperparameters), training steps × `scale`.
 * matched: equal cost within a kind. Search methods (`search`) get the evaluations of MAP's default
   design at that T, (T+1)(T+2) + its 10 test re-evaluations: ta_grid as a per-task grid capped at
-  that many points, MAP as is. Trained methods get `matched_steps` × `scale` training steps in
+  that many points (past T = 6, where 2 points per axis no longer fit, the densest simplex grid
+  λ = s·d that fits), MAP as is. Trained methods get `matched_steps` × `scale` training steps in
   all: a method trained once for every preference (`trained`: PWE-MoE, PHN, Pareto Merging) takes
   them in its one run; a method trained per ray (`per_ray`: ls, epo) divides them over its rays.
 
@@ -117,7 +118,9 @@ def method_defaults(name: str) -> dict:
     import methods  # noqa: F401  (registers every method)
     from bench.registry import METHODS
 
-    return {f.name: f.default for f in dataclasses.fields(METHODS.get(name)) if f.default is not dataclasses.MISSING}
+    fields = dataclasses.fields(METHODS.get(name))
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in fields
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
 
 
 def n_rays(T: int, opts: dict) -> int:
@@ -136,12 +139,26 @@ def budgets(spec: Spec, suite: str, method: str, kind: str, T: int) -> dict[str,
     evals = (T + 1) * (T + 2) + d.get("reevaluate", 10)
     if kind == "search":
         default = dict(base)
-        matched = {**base, "mode": "grid", "max_points": evals} if method == "ta_grid" else dict(base)
+        matched = ta_grid_matched(base, T, evals) if method == "ta_grid" else dict(base)
     else:
         default = {**base, "steps": spec.steps(d["steps"], suite)}
         total = spec.steps(spec.matched_steps, suite)
         matched = {**base, "steps": max(1, total // n_rays(T, d)) if kind == "per_ray" else total}
     return {"default": default, "matched": matched}
+
+
+def ta_grid_matched(base: dict, T: int, evals: int) -> dict:
+    """ta_grid within `evals` evaluations: a per-task grid where its fewest points (2 per axis) fit,
+    else λ = s·d on the simplex with the most das-dennis partitions whose points × scales fit."""
+    from bench.rays import n_das_dennis
+
+    if 2 ** T <= evals:
+        return {**base, "mode": "grid", "max_points": evals}
+    scales = len(base.get("scales", method_defaults("ta_grid")["scales"]))
+    p = 1
+    while n_das_dennis(T, p + 1) * scales <= evals:
+        p += 1
+    return {**base, "mode": "simplex", "partitions": p, "max_points": evals}
 
 
 def plan(spec: Spec) -> list[Job]:
@@ -251,8 +268,10 @@ def main_tables(spec: Spec, tables: list, figures: str) -> str:
                 ci = f" [{r[metric + '_lo']:.3f}, {r[metric + '_hi']:.3f}]" if r[metric + "_lo"] == r[metric + "_lo"] else ""
                 cells[key, col] = f"{r[metric + '_mean']:.3f}{ci}" + (" ≈" if r[metric + "_ns"] else "")
                 cost.setdefault(key, []).append((r["evaluations_mean"], r["wall_s_mean"]))
-        out += [f"**{suite}** ({'normalised HV' if metric == 'hv_normalized' else 'HV'} ↑, mean over seeds "
-                "[95 % bootstrap interval over test examples]; ≈ not significantly below the subset's best)", "",
+        ci = any(t.resamples for t in ts)
+        out += [f"**{suite}** ({'normalised HV' if metric == 'hv_normalized' else 'HV'} ↑, mean over seeds"
+                + (" [95 % bootstrap interval over test examples]; ≈ not significantly below the subset's best)"
+                   if ci else ")"), "",
                 "| method | budget | " + " | ".join(cols) + " | evals | wall s |",
                 "|:---|:---|" + "---:|" * (len(cols) + 2)]
         for key in sorted(cost):

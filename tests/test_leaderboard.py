@@ -40,6 +40,9 @@ def test_matched_budgets(spec_file):
     assert budgets(spec, "toy-quadratic", "pwe_moe_ls", "trained", 2) == {        # the suite's options kept
         "default": {"upscale": "all", "steps": 150}, "matched": {"upscale": "all", "steps": 150}}
     assert budgets(spec, "toy-quadratic", "ls", "per_ray", 2)["matched"] == {"steps": 150 // 11}
+    # past T = 6 no per-task grid fits: the densest simplex grid λ = s·d (4 scales) within 82 evaluations
+    assert budgets(spec, "toy-quadratic", "ta_grid", "search", 7)["matched"] == {
+        "mode": "simplex", "partitions": 1, "max_points": 82}
     assert n_rays(3, {"partitions": 4}) == 15
     assert budgets(spec, "toy-quadratic", "ls", "per_ray", 3) == {
         "default": {"partitions": 4, "steps": 150}, "matched": {"partitions": 4, "steps": 10}}

@@ -258,8 +258,12 @@ def test_analytic_igd_plus_and_config_rows(out):
 def test_table_cli_errors(out, synthetic, capsys):
     assert main(["table", f"out={out}", "tasks=no-such-suite"]) == 2
     assert "unknown suite 'no-such-suite'" in capsys.readouterr().err
-    assert main(["table", f"out={out}", "format=html"]) == 2
-    assert "valid choices: md, latex, csv" in capsys.readouterr().err
+    assert main(["table", f"out={out}", "format=pdf"]) == 2
+    assert "valid choices: md, latex, csv, html" in capsys.readouterr().err
+    assert main(["table", f"out={out}", "format=html"]) == 2                # a folder: out_dir= is needed
+    assert "format=html writes a folder: give out_dir=DIR" in capsys.readouterr().err
+    assert main(["table", f"out={out}", "resamples=-1"]) == 2
+    assert "resamples=-1 must be ≥ 0" in capsys.readouterr().err
     assert main(["table", f"out={out / 'empty'}"]) == 2
     assert main(["table", f"out={out}", "format=csv"]) == 0
     assert capsys.readouterr().out.startswith("suite,suite_key,tasks,")
@@ -269,7 +273,9 @@ def test_table_cli_errors(out, synthetic, capsys):
 def test_plot_accuracy_suite_and_cli(out, synthetic, tmp_path, capsys):
     assert main(["plot", f"out={out}"]) == 0
     printed = capsys.readouterr().out.split()
-    assert len(printed) == 4 and all(Path(p).parent == out / "figures" and Path(p).stat().st_size > 5000 for p in printed)
+    # front, attainment across ta_grid's two seeds, HV against cost: PNG and PDF each
+    assert sorted(Path(p).stem.rsplit("-", 1)[-1] for p in printed) == ["cost"] * 2 + ["eaf"] * 2 + ["front"] * 2
+    assert all(Path(p).parent == out / "figures" and Path(p).stat().st_size > 5000 for p in printed)
 
 
 # ---- regression check ---------------------------------------------------------------------------
