@@ -11,6 +11,8 @@ For each suite key (see `bench.report`), as PNG and PDF named `<suite>-v<version
   true front (grey); 3 tasks — a 3-D scatter of the non-dominated points with the same references.
 * pairs and parallel (4 tasks or more, `bench.plots_many`): the matrix of pairwise 2-task
   projections, and parallel coordinates of the normalised metrics.
+* eaf (2 tasks, some row with several seeds; `bench.eaf`): per row, the spread of its fronts
+  across seeds as empirical attainment surfaces (best, median, worst seed).
 * hv-cost: HV against evaluations and against wall time (log scale), mean ± std over seeds.
 
 and per suite whose records cover several numbers of tasks, `<suite>-v<version>-<hash>-hv-tasks`:
@@ -237,7 +239,7 @@ def hv_cost_figure(table: Table, colours: dict[str, int]):
 
 def make_figures(out: str, figures: str | Path, suite: str | None = None) -> list[Path]:
     """Write every figure for the records under `out` into `figures`; returns the paths."""
-    from bench import plots_many       # it draws with this module's helpers
+    from bench import eaf, plots_many  # they draw with this module's helpers
 
     check_suite_name(suite, out)
     recs = leaderboard_records(out, suite)
@@ -250,7 +252,7 @@ def make_figures(out: str, figures: str | Path, suite: str | None = None) -> lis
     except OSError as e:
         raise BenchError(f"figures={str(figures)!r} is not writable ({e.strerror or e})") from None
     groups, colours = by_suite_key(recs), palette(recs)
-    tables = build_tables(recs)
+    tables = build_tables(recs, resamples=0)      # the figures draw no bootstrap interval
     paths = []
     with plt.rc_context(STYLE):
         for table in tables:
@@ -260,6 +262,8 @@ def make_figures(out: str, figures: str | Path, suite: str | None = None) -> lis
             else:
                 paths += save(plots_many.pairs_figure(table, records, colours), figures, f"{name}-pairs")
                 paths += save(plots_many.parallel_figure(table, records, colours), figures, f"{name}-parallel")
+            if len(table.tasks) == 2 and (table.rows["n"] > 1).any():
+                paths += save(eaf.eaf_figure(table, records, colours), figures, f"{name}-eaf")
             paths += save(hv_cost_figure(table, colours), figures, f"{name}-hv-cost")
         for name, fig in plots_many.hv_tasks_figures(tables, recs, colours):
             paths += save(fig, figures, name)

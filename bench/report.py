@@ -10,7 +10,9 @@ their resolved config minus `seed`, `out`, `run_id` and `tasks` (the suite is al
 key); a row label names the fewest config values that tell one method's rows apart (the csv
 format carries the full config). Where a row has several records (seeds) the cells read
 mean ± sample standard deviation (ddof = 1); the best mean per column is marked (bold in md and
-LaTeX) when the column's values are not all tied. Columns: HV ↑, normalised HV ↑, IGD+ ↓, points
+LaTeX) when the column's values are not all tied. HV and normalised HV also carry a 95 % bootstrap
+interval over test examples, [lo, hi], and ≈ where a row's difference from the column's best is
+not significant (paired bootstrap on the same examples; bench/bootstrap.py). Columns: HV ↑, normalised HV ↑, IGD+ ↓, points
 on the front (non-dominated) ↑, evaluations ↓, training steps ↓, trainable parameters ↓,
 wall seconds ↓, peak memory MB ↓.
 Records with `weights == "random"` (speed/memory benchmarks) never enter a leaderboard.
@@ -32,11 +34,11 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from bench import indicators
+from bench import bootstrap, indicators
 from bench.record import RunRecord, load_records
 from bench.registry import INDICATORS, BenchError, unknown_choice
 
-FORMATS = ("md", "latex", "csv")
+FORMATS = ("md", "latex", "csv", "html")
 IGNORED_CONFIG = ("seed", "out", "run_id", "tasks")
 
 
@@ -74,10 +76,12 @@ class Table:
     tasks: list[str]
     objective: str
     suite_config: dict
-    rows: pd.DataFrame              # one row per group: config, label, method, n, seeds, <m>_mean/_std/_best
+    rows: pd.DataFrame              # one row per group: config, label, method, n, seeds, <m>_mean/_std/_best,
+                                    # hv[_normalized]_lo/_hi/_ns (bootstrap interval, not significantly worse)
     ref: indicators.RefFront
     papers: dict[str, str]          # method → "paper (url)", in footnote order
     mem_kinds: list[str] = field(default_factory=list)
+    resamples: int = 0              # bootstrap resamples behind the intervals (0: none)
 
     @property
     def title(self) -> str:
@@ -194,7 +198,7 @@ def method_paper(record: RunRecord) -> str:
 
 
 # ---- the tables --------------------------------------------------------------------------------
-def build_tables(records: list[RunRecord]) -> list[Table]:
+def build_tables(records: list[RunRecord], resamples: int = bootstrap.RESAMPLES) -> list[Table]:
     tables = []
     for key, recs in by_suite_key(records).items():
         ref = reference_front(recs)
@@ -217,6 +221,7 @@ def build_tables(records: list[RunRecord]) -> list[Table]:
         for c in COLUMNS:
             rows[f"{c.key}_best"] = best_mask(rows[f"{c.key}_mean"].to_numpy(dtype=float), c.higher_is_better)
         rows = rows.sort_values(["hv_mean", "label"], ascending=[False, True], na_position="last").reset_index()
+        rows = bootstrap.annotate(rows, bootstrap.group_samples(recs, config_key, resamples))
         papers: dict[str, str] = {}
         for m in rows["method"]:
             p = method_paper(next(r for r in recs if r.method == m))
@@ -225,7 +230,8 @@ def build_tables(records: list[RunRecord]) -> list[Table]:
         first = recs[0]
         tables.append(Table(first.suite, key, first.suite_version or "?", list(first.tasks), first.objective,
                             dict(first.suite_config), rows, ref, papers,
-                            sorted({r.cost.get("peak_mem_kind", "?") for r in recs})))
+                            sorted({r.cost.get("peak_mem_kind", "?") for r in recs}),
+                            resamples if rows["hv_lo"].notna().any() else 0))
     return tables
 
 
@@ -260,15 +266,28 @@ def fmt_cell(mean: float, std: float, n: int, kind: str) -> str:
     return s
 
 
-def _footnote_marks(table: Table) -> dict[str, int]:
+def row_cell(row, c: Column) -> str:
+    """A row's cell of column c: mean ± std, then the bootstrap interval and ≈ where it has them."""
+    s = fmt_cell(row[f"{c.key}_mean"], row[f"{c.key}_std"], int(row["n"]), c.kind)
+    if np.isfinite(row.get(f"{c.key}_lo", np.nan)):
+        s += f" [{row[f'{c.key}_lo']:.3g}, {row[f'{c.key}_hi']:.3g}]"
+    return s + (" ≈" if row.get(f"{c.key}_ns", False) else "")
+
+
+def footnote_marks(table: Table) -> dict[str, int]:
     return {m: i + 1 for i, m in enumerate(table.papers)}
 
 
-def _notes(table: Table) -> list[str]:
+def table_notes(table: Table) -> list[str]:
     r = table.ref
     notes = [f"IGD+ reference front: {r.how}; {r.n_points} points, hash {r.hash}."]
     if (table.rows["n"] > 1).any():
         notes.append("Cells with several seeds: mean ± sample std (ddof=1) over seeds; n = seeds.")
+    if table.resamples:
+        notes.append(f"[lo, hi]: 95 % percentile bootstrap interval of the cell's mean over {table.resamples} "
+                     "resamples of the test examples (the same draws for every row; fine-tuned accuracies held "
+                     "fixed): test-set sampling only, the seeds' spread is the ± std. ≈: not significantly "
+                     "different from the column's best row (the 95 % interval of the paired difference contains 0).")
     repeats = table.rows[table.rows["runs"] > table.rows["n"]]
     if len(repeats):
         notes.append(f"Repeated runs of the same config and seed are averaged as one seed ({', '.join(repeats['label'])}).")
@@ -289,7 +308,7 @@ _SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 def render_md(tables: list[Table]) -> str:
     out = []
     for t in tables:
-        marks = _footnote_marks(t)
+        marks = footnote_marks(t)
         cfg = ", ".join(f"{k}={v}" for k, v in t.suite_config.items())
         out += [f"### {t.title}", "", f"suite key `{t.suite_key}`" + (f" · {cfg}" if cfg else ""), ""]
         head = ["Method", "n"] + [f"{c.header} {'↑' if c.higher_is_better else '↓'}" for c in COLUMNS]
@@ -298,12 +317,12 @@ def render_md(tables: list[Table]) -> str:
             label = row["label"].replace("|", "\\|") + (str(marks[row["method"]]).translate(_SUP) if row["method"] in marks else "")
             cells = [label, str(int(row["n"]))]
             for c in COLUMNS:
-                s = fmt_cell(row[f"{c.key}_mean"], row[f"{c.key}_std"], int(row["n"]), c.kind)
+                s = row_cell(row, c)
                 cells.append(f"**{s}**" if row[f"{c.key}_best"] else s)
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
         bold = " **Bold**: best per column." if _any_best(t) else ""
-        out += [" ".join(_notes(t)) + bold, ""]
+        out += [" ".join(table_notes(t)) + bold, ""]
         out += [f"{str(i).translate(_SUP)} {m}: {p}  " for m, i in marks.items() for p in [t.papers[m]]]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
@@ -311,7 +330,7 @@ def render_md(tables: list[Table]) -> str:
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "–": "--",
-        "↑": r"$\uparrow$", "↓": r"$\downarrow$", "·": r"$\cdot$", "—": "---", "λ": r"$\lambda$"}
+        "↑": r"$\uparrow$", "↓": r"$\downarrow$", "·": r"$\cdot$", "—": "---", "λ": r"$\lambda$", "≈": r"$\approx$"}
 
 
 def tex_escape(s: str) -> str:
@@ -323,7 +342,7 @@ def render_latex(tables: list[Table]) -> str:
     out = ["% paretobench leaderboard: booktabs table bodies (\\usepackage{booktabs}); put each in a table float"]
     ncol = 2 + len(COLUMNS)
     for t in tables:
-        marks = _footnote_marks(t)
+        marks = footnote_marks(t)
         out += ["", f"% suite key {tex_escape(t.suite_key)}", f"\\begin{{tabular}}{{l{'r' * (ncol - 1)}}}", "\\toprule",
                 f"\\multicolumn{{{ncol}}}{{l}}{{\\textbf{{{tex_escape(t.suite)}}} v{tex_escape(t.suite_version)}: "
                 f"{tex_escape(', '.join(t.tasks))}}} \\\\", "\\midrule",
@@ -333,11 +352,11 @@ def render_latex(tables: list[Table]) -> str:
             label = tex_escape(row["label"]) + (f"\\textsuperscript{{{marks[row['method']]}}}" if row["method"] in marks else "")
             cells = [label, str(int(row["n"]))]
             for c in COLUMNS:
-                s = tex_escape(fmt_cell(row[f"{c.key}_mean"], row[f"{c.key}_std"], int(row["n"]), c.kind))
+                s = tex_escape(row_cell(row, c))
                 cells.append(f"\\textbf{{{s}}}" if row[f"{c.key}_best"] else s)
             out.append(" & ".join(cells) + " \\\\")
         out += ["\\bottomrule", "\\end{tabular}", "", "\\par\\smallskip{\\footnotesize",
-                tex_escape(" ".join(_notes(t))) + (" \\textbf{Bold}: best per column." if _any_best(t) else "")]
+                tex_escape(" ".join(table_notes(t))) + (" \\textbf{Bold}: best per column." if _any_best(t) else "")]
         out += [f"\\par\\textsuperscript{{{i}}}{tex_escape(m)}: {tex_escape(t.papers[m])}" for m, i in marks.items()]
         out += ["\\par}", "\\bigskip"]
     return "\n".join(out) + "\n"
@@ -356,21 +375,30 @@ def render_csv(tables: list[Table]) -> str:
     return pd.concat(frames, ignore_index=True).to_csv(index=False)
 
 
-RENDER = {"md": render_md, "latex": render_latex, "csv": render_csv}
+RENDER = {"md": render_md, "latex": render_latex, "csv": render_csv}      # html: a folder (cmd_table)
 
 
-def table_text(out: str, suite: str | None = None, fmt: str = "md") -> str:
-    if fmt not in FORMATS:
+def table_text(out: str, suite: str | None = None, fmt: str = "md", resamples: int = bootstrap.RESAMPLES) -> str:
+    if fmt not in RENDER:
         raise BenchError(unknown_choice("format", fmt, list(FORMATS)))
     check_suite_name(suite, out)
     recs = leaderboard_records(out, suite)
     if not recs:
         where = f" for tasks={suite}" if suite else ""
         raise BenchError(f"no records{where} under out={out!r}; write some with `python -m bench run out={out}`")
-    return RENDER[fmt](build_tables(recs))
+    return RENDER[fmt](build_tables(recs, resamples))
 
 
 def cmd_table(opts: dict) -> int:
     tasks = None if opts["tasks"] is None else str(opts["tasks"])
-    sys.stdout.write(table_text(str(opts["out"]), tasks, str(opts["format"])))
+    resamples = int(opts["resamples"])
+    if resamples < 0:
+        raise BenchError(f"resamples={resamples} must be ≥ 0 (0: no bootstrap interval)")
+    if opts["format"] == "html":          # a folder, not a text: bench/html.py
+        from bench.html import write_html
+
+        check_suite_name(tasks, str(opts["out"]))
+        print(write_html(str(opts["out"]), opts["out_dir"], tasks, resamples))
+        return 0
+    sys.stdout.write(table_text(str(opts["out"]), tasks, str(opts["format"]), resamples))
     return 0

@@ -40,7 +40,7 @@ def tables_of(out: Path) -> tuple[list, list[RunRecord]]:
     return build_tables(recs), recs
 
 
-KINDS = ("front", "pairs", "parallel", "hv-cost", "hv-tasks")
+KINDS = ("front", "eaf", "pairs", "parallel", "hv-cost", "hv-tasks")
 
 
 def kinds(paths: list[Path]) -> dict[str, set[str]]:
@@ -171,3 +171,33 @@ def test_accuracy_suite_normalised_hv_against_tasks(tmp_path):
     np.testing.assert_allclose([seg[1, 1] - seg[0, 1] for seg in bars.get_segments()],
                                [2 * np.std(hvn[T], ddof=1) for T in (2, 4)], rtol=1e-9)
     plt.close(fig)
+
+
+# ---- empirical attainment across seeds ----------------------------------------------------------
+def test_attainment_surfaces_against_brute_force():
+    from bench.eaf import surfaces
+
+    rng = np.random.default_rng(3)
+    n = 5
+    sets = np.repeat(np.arange(n), 12)
+    F = rng.dirichlet([1.0, 1.0], size=len(sets)) + rng.uniform(0, 0.3, size=(len(sets), 1))
+    count = lambda z: sum(bool((F[sets == s] <= z + 1e-12).all(axis=1).any()) for s in range(n))
+    for k, S in surfaces(F, sets, [1, 3, 5]).items():
+        assert len(S)
+        for c in S:                       # attained by ≥ k seeds, and minimal: a step down-left is not
+            assert count(c) >= k
+            assert count(c - [1e-9, 0]) < k or count(c - [0, 1e-9]) < k
+
+
+def test_eaf_figure_only_with_several_seeds(tmp_path):
+    from bench.plots import make_figures
+
+    out = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        run_quiet(out, "method=ls", "method.steps=5", "method.partitions=3", f"seed={seed}")
+    run_quiet(out, "method=ta_grid")
+    names = [p.name for p in make_figures(str(out), tmp_path / "fig")]
+    assert sum(n.endswith("-eaf.png") for n in names) == 1
+    solo = tmp_path / "solo"
+    run_quiet(solo, "method=ta_grid")
+    assert not any(n.endswith("-eaf.png") for n in map(lambda p: p.name, make_figures(str(solo), tmp_path / "f2")))

@@ -134,6 +134,62 @@ def test_two_seeds_mean_std_and_pooled_igd_plus(out, synthetic):
     assert not csv["trainable_params_best"].any()                      # all 7: a tie marks nothing
 
 
+# ---- bootstrap over test examples ------------------------------------------------------------------
+def write_with_examples(out: Path, method: str, seed: int, correct: dict[str, np.ndarray]) -> None:
+    """A synthetic record whose points' accuracies are the means of `correct` ({task: bool [points, n]}),
+    with examples.npz beside it as a run writes it."""
+    from types import SimpleNamespace
+
+    from bench.record import EXAMPLES, examples_file
+
+    acc = np.stack([correct[t].mean(axis=1) for t in SYN_TASKS], axis=1)
+    rec = RunRecord.from_json(json.dumps(synthetic_record(method, seed, acc, paper="")))
+    points = [SimpleNamespace(examples={t: correct[t][i] for t in SYN_TASKS}) for i in range(len(acc))]
+    directory = run_directory(out, rec.suite, rec.method, rec.run_id)
+    directory.mkdir(parents=True)
+    write_run(directory, rec, "x: 1\n", {EXAMPLES: examples_file(points)})
+
+
+def test_bootstrap_interval_and_paired_significance(out):
+    from bench import bootstrap
+
+    rng = np.random.default_rng(1)
+    n, B = 300, 200
+    p = np.array([[0.9, 0.3], [0.7, 0.6], [0.35, 0.85]])
+    best = {t: rng.random((3, n)) < p[:, [j]] for j, t in enumerate(SYN_TASKS)}
+    twin = {t: c.copy() for t, c in best.items()}
+    twin["a"][1, :3] = ~twin["a"][1, :3]                                # 3 examples differ: paired, not significant
+    weak = {t: rng.random((3, n)) < (p[:, [j]] - 0.15) for j, t in enumerate(SYN_TASKS)}
+    for s in (0, 1):                                                   # two seeds of the same models
+        write_with_examples(out, "best", s, best)
+    write_with_examples(out, "twin", 0, twin)
+    write_with_examples(out, "weak", 0, weak)
+    csv = pd.read_csv(io.StringIO(table_text(str(out), None, "csv", resamples=B))).set_index("method")
+    # independent recomputation: the same draws, accuracies by weighted counts, HV by brute force
+    W = bootstrap.resample_weights({t: n for t in SYN_TASKS}, B, 0)
+    def hv_samples(c):
+        return np.array([hv2d_brute(1.0 - np.stack([c[t] @ W[t][b] for t in SYN_TASKS], axis=1), np.ones(2))
+                         for b in range(B)])
+    hb, hw = hv_samples(best), hv_samples(weak)
+    assert csv.loc["best", "hv_lo"] == pytest.approx(np.percentile(hb, 2.5), rel=1e-5)
+    assert csv.loc["best", "hv_hi"] == pytest.approx(np.percentile(hb, 97.5), rel=1e-5)
+    assert csv.loc["best", "hv_lo"] < csv.loc["best", "hv_mean"] < csv.loc["best", "hv_hi"]
+    assert csv.loc["weak", "hv_lo"] == pytest.approx(np.percentile(hw, 2.5), rel=1e-5)
+    assert not csv.loc["best", "hv_ns"]                                # the best row is the reference
+    assert csv.loc["twin", "hv_ns"] and csv.loc["twin", "hv_normalized_ns"]
+    assert not csv.loc["weak", "hv_ns"] and np.percentile(hb - hw, 2.5) > 0
+    md = table_text(str(out), None, "md", resamples=B)
+    assert re.search(r"\| twin \| 1 \| [0-9.]+ \[[0-9.]+, [0-9.]+\] ≈ \|", md)
+    assert f"95 % percentile bootstrap interval of the cell's mean over {B} resamples" in md
+    assert "$\\approx$" in table_text(str(out), None, "latex", resamples=B)
+
+
+def test_no_interval_without_examples(out, synthetic):
+    csv = pd.read_csv(io.StringIO(table(out, "csv")))
+    assert csv["hv_lo"].isna().all() and not csv["hv_ns"].any()
+    assert "bootstrap" not in table(out, "md")
+
+
 def test_markdown_rendering(out, synthetic):
     md = table(out, "md")
     csv = pd.read_csv(io.StringIO(table(out, "csv")))
@@ -202,8 +258,12 @@ def test_analytic_igd_plus_and_config_rows(out):
 def test_table_cli_errors(out, synthetic, capsys):
     assert main(["table", f"out={out}", "tasks=no-such-suite"]) == 2
     assert "unknown suite 'no-such-suite'" in capsys.readouterr().err
-    assert main(["table", f"out={out}", "format=html"]) == 2
-    assert "valid choices: md, latex, csv" in capsys.readouterr().err
+    assert main(["table", f"out={out}", "format=pdf"]) == 2
+    assert "valid choices: md, latex, csv, html" in capsys.readouterr().err
+    assert main(["table", f"out={out}", "format=html"]) == 2                # a folder: out_dir= is needed
+    assert "format=html writes a folder: give out_dir=DIR" in capsys.readouterr().err
+    assert main(["table", f"out={out}", "resamples=-1"]) == 2
+    assert "resamples=-1 must be ≥ 0" in capsys.readouterr().err
     assert main(["table", f"out={out / 'empty'}"]) == 2
     assert main(["table", f"out={out}", "format=csv"]) == 0
     assert capsys.readouterr().out.startswith("suite,suite_key,tasks,")
@@ -213,7 +273,9 @@ def test_table_cli_errors(out, synthetic, capsys):
 def test_plot_accuracy_suite_and_cli(out, synthetic, tmp_path, capsys):
     assert main(["plot", f"out={out}"]) == 0
     printed = capsys.readouterr().out.split()
-    assert len(printed) == 4 and all(Path(p).parent == out / "figures" and Path(p).stat().st_size > 5000 for p in printed)
+    # front, attainment across ta_grid's two seeds, HV against cost: PNG and PDF each
+    assert sorted(Path(p).stem.rsplit("-", 1)[-1] for p in printed) == ["cost"] * 2 + ["eaf"] * 2 + ["front"] * 2
+    assert all(Path(p).parent == out / "figures" and Path(p).stat().st_size > 5000 for p in printed)
 
 
 # ---- regression check ---------------------------------------------------------------------------

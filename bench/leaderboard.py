@@ -1,0 +1,348 @@
+"""The leaderboard: one spec file → every run, in parallel → tables, the web page and figures.
+
+    python -m bench.leaderboard results/leaderboard/spec.yaml               # what `make leaderboard` runs
+    python -m bench.leaderboard results/leaderboard/spec.yaml --plan        # the jobs, one line each
+    python -m bench.leaderboard results/leaderboard/spec.yaml scale=0.02 seeds=[0] runs=/tmp/lb/runs out=/tmp/lb
+
+The spec (results/leaderboard/spec.yaml; any top-level key can be overridden as key=value) names
+the suites with their task subsets (or, for toy-quadratic, numbers of tasks), the methods with
+their budget kind, the seeds, the budget scale and the matched budget. Every method runs at two
+budgets, each a row of the table (one job when they coincide):
+
+* default: the method's registered defaults (the published hyperparameters), training steps × `scale`.
+* matched: equal cost within a kind. Search methods (`search`) get the evaluations of MAP's default
+  design at that T, (T+1)(T+2) + its 10 test re-evaluations: ta_grid as a per-task grid capped at
+  that many points (past T = 6, where 2 points per axis no longer fit, the densest simplex grid
+  λ = s·d that fits), MAP as is. Trained methods get `matched_steps` × `scale` training steps in
+  all: a method trained once for every preference (`trained`: PWE-MoE, PHN, Pareto Merging) takes
+  them in its one run; a method trained per ray (`per_ray`: ls, epo) divides them over its rays.
+
+Jobs run `jobs` at a time in worker processes (one torch thread each), the longest first; every
+job's wall time goes to <runs>/timings.csv. Then <out> gets leaderboard.md/.tex/.csv (`bench
+table`, with the budget note first) and html/ (`bench table format=html`: the page, its figures
+in html/figures as PNG and PDF, and a copy of every record).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+
+from bench.record import atomic_write_text
+from bench.registry import BenchError, unknown_choice
+
+KINDS = ("search", "per_ray", "trained")
+KEYS = ("scale", "seeds", "jobs", "resamples", "runs", "out", "suites", "methods", "matched_steps", "per_t", "readme")
+
+
+@dataclass(frozen=True)
+class Job:
+    suite: str
+    tasks: tuple[str, ...] | int          # a task subset, or the number of tasks (toy-quadratic)
+    method: str
+    budget: str                           # default | matched | default+matched
+    seed: int
+    overrides: tuple[str, ...]            # method.KEY=V and tasks.KEY=V
+    steps: int = 0                        # training steps in all (per-ray methods: over every ray)
+
+    @property
+    def T(self) -> int:
+        return self.tasks if isinstance(self.tasks, int) else len(self.tasks)
+
+    def argv(self, runs: str) -> list[str]:
+        return [f"method={self.method}", f"tasks={self.suite}", *self.overrides, f"seed={self.seed}",
+                f"out={runs}", "device=cpu", "threads=1"]
+
+    def line(self) -> str:
+        return f"{self.suite} T={self.T} {self.method} [{self.budget}] seed={self.seed}: {' '.join(self.overrides)}"
+
+
+@dataclass
+class Spec:
+    suites: dict
+    methods: dict
+    scale: float = 1.0
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    jobs: int = 2
+    resamples: int = 1000
+    runs: str = "results/runs/leaderboard"
+    out: str = "results/leaderboard"
+    matched_steps: int = 300
+    per_t: dict = field(default_factory=dict)      # {T: {method: {KEY: V}}}: method options at that T
+    readme: str | None = None                      # a README whose leaderboard block gets the main tables
+
+    def note(self) -> str:
+        """The budget paragraph printed above the tables."""
+        own = {s: o["scale"] for s, o in self.suites.items() if "scale" in o}
+        return (f"Budgets: every method at its default (published) settings with training steps × {self.scale:g}"
+                + "".join(f" (× {v:g} on {s})" for s, v in own.items()) + ", "
+                f"and at matched cost: search methods at MAP's default number of evaluations, (T+1)(T+2) + 10; "
+                f"trained methods at {self.matched_steps} × scale training steps in all (per-ray methods "
+                f"divide them over their rays). Seeds {list(self.seeds)}"
+                + "".join(f", {m}: {o['seeds']}" for m, o in self.methods.items() if "seeds" in o) + "."
+                + "".join(f" At T = {T}: " + "; ".join(f"{m} " + ", ".join(f"{k}={v}" for k, v in o.items())
+                                                      for m, o in ms.items()) + "." for T, ms in self.per_t.items()))
+
+    def steps(self, n: int, suite: str) -> int:
+        """n training steps scaled for `suite` (its own `scale`, else the spec's)."""
+        return max(1, round(n * self.suites[suite].get("scale", self.scale)))
+
+
+def load_spec(path: str | Path, overrides: list[str] = ()) -> Spec:
+    """The spec file merged with key=value overrides; unknown keys and kinds are one-line errors."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides)))
+    except FileNotFoundError:
+        raise BenchError(f"spec={str(path)!r} does not exist; the leaderboard's is results/leaderboard/spec.yaml") from None
+    d = OmegaConf.to_container(cfg, resolve=True)
+    for k in d:
+        if k not in KEYS:
+            raise BenchError(unknown_choice("spec key", k, list(KEYS)))
+    for m, opts in d.get("methods", {}).items():
+        if opts.get("kind") not in KINDS:
+            raise BenchError(f"methods.{m}.kind={opts.get('kind')!r}; valid: {', '.join(KINDS)}")
+    return Spec(**d)
+
+
+def method_defaults(name: str) -> dict:
+    """A registered method's constructor defaults (its config schema)."""
+    import dataclasses
+
+    import methods  # noqa: F401  (registers every method)
+    from bench.registry import METHODS
+
+    fields = dataclasses.fields(METHODS.get(name))
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in fields
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+
+
+def n_rays(T: int, opts: dict) -> int:
+    """Rays a per-ray method trains at T (methods/ray_training.py: max_rays null = 66 up to 3 tasks, else T + 1)."""
+    from bench.rays import ray_grid
+
+    max_rays = opts.get("max_rays") or (66 if T <= 3 else T + 1)
+    return len(ray_grid(T, partitions=opts.get("partitions", 10), max_rays=max_rays))
+
+
+def budgets(spec: Spec, suite: str, method: str, kind: str, T: int) -> dict[str, dict]:
+    """{budget: method options} of one method at T on `suite` (the spec's per-T options included)."""
+    base = {**{k: v for k, v in spec.methods[method].items() if k not in ("kind", "seeds")},
+            **spec.suites[suite].get("options", {}).get(method, {}), **spec.per_t.get(T, {}).get(method, {})}
+    d = {**method_defaults(method), **base}
+    evals = (T + 1) * (T + 2) + d.get("reevaluate", 10)
+    if kind == "search":
+        default = dict(base)
+        matched = ta_grid_matched(base, T, evals) if method == "ta_grid" else dict(base)
+    else:
+        default = {**base, "steps": spec.steps(d["steps"], suite)}
+        total = spec.steps(spec.matched_steps, suite)
+        matched = {**base, "steps": max(1, total // n_rays(T, d)) if kind == "per_ray" else total}
+    return {"default": default, "matched": matched}
+
+
+def ta_grid_matched(base: dict, T: int, evals: int) -> dict:
+    """ta_grid within `evals` evaluations: a per-task grid where its fewest points (2 per axis) fit,
+    else λ = s·d on the simplex with the most das-dennis partitions whose points × scales fit."""
+    from bench.rays import n_das_dennis
+
+    if 2 ** T <= evals:
+        return {**base, "mode": "grid", "max_points": evals}
+    scales = len(base.get("scales", method_defaults("ta_grid")["scales"]))
+    p = 1
+    while n_das_dennis(T, p + 1) * scales <= evals:
+        p += 1
+    return {**base, "mode": "simplex", "partitions": p, "max_points": evals}
+
+
+def plan(spec: Spec) -> list[Job]:
+    """Every job of the spec, the most expensive first (so the pool's tail is short); the analytic
+    `toy-*` suites (milliseconds a step) last."""
+    jobs = []
+    for suite, sopts in spec.suites.items():
+        subsets = sopts.get("num_tasks") or sopts.get("subsets") or []
+        for tasks in subsets:
+            if isinstance(tasks, int):
+                T, task_over = tasks, [f"tasks.num_tasks={tasks}"]
+            else:
+                T = len(tasks) if tasks else len(suite_tasks(suite))
+                task_over = [f"tasks.names=[{','.join(tasks)}]"] if tasks else []
+            for method, mopts in spec.methods.items():
+                b = budgets(spec, suite, method, mopts["kind"], T)
+                rows = {"default+matched": b["default"]} if b["default"] == b["matched"] else b
+                for budget, opts in rows.items():
+                    over = tuple(task_over + [f"method.{k}={v}" for k, v in sorted(opts.items())])
+                    steps = opts.get("steps", 0) * (n_rays(T, {**method_defaults(method), **opts})
+                                                    if mopts["kind"] == "per_ray" else 1)
+                    for seed in mopts.get("seeds", spec.seeds):
+                        jobs.append(Job(suite, tuple(tasks) if tasks and not isinstance(tasks, int) else T,
+                                        method, budget, int(seed), over, int(steps)))
+    # expected cost ~ (training steps + evaluations) × T
+    return sorted(jobs, key=lambda j: (j.suite.startswith("toy-"), -(j.steps + 10) * j.T))
+
+
+def suite_tasks(suite: str) -> list[str]:
+    from bench.config import build_from_config
+    from bench.registry import SUITES
+
+    return list(build_from_config(SUITES, {"name": suite}, "tasks").tasks)
+
+
+def _work(argv: list[str]) -> float:
+    """One job in a worker process: `bench run` in-process (imports paid once per worker)."""
+    import contextlib
+    import io
+
+    from bench.config import compose
+    from bench.run import run
+
+    t0 = time.perf_counter()
+    # 400 runs' progress bars and summaries would bury the driver's one line per run
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        run(compose(argv))
+    return time.perf_counter() - t0
+
+
+def run_jobs(jobs: list[Job], spec: Spec, log=print) -> tuple[pd.DataFrame, list[str]]:
+    """Run every job, `spec.jobs` at a time; returns their wall times (also written to
+    <runs>/timings.csv) and the failures (one line each: a failed run never stops the others)."""
+    rows, failed, t0 = [], [], time.perf_counter()
+    Path(spec.runs).mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(spec.jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(_work, j.argv(spec.runs)): j for j in jobs}
+        for i, fut in enumerate(as_completed(futures), 1):
+            j = futures[fut]
+            try:
+                wall = fut.result()
+            except Exception as err:          # noqa: BLE001  (reported below; the other runs go on)
+                failed.append(f"{j.line()}: {type(err).__name__}: {err}")
+                log(f"[{i}/{len(jobs)}] FAILED {failed[-1]}")
+                continue
+            rows.append({"suite": j.suite, "T": j.T, "tasks": ",".join(j.tasks) if isinstance(j.tasks, tuple) else "",
+                         "method": j.method, "budget": j.budget, "seed": j.seed, "steps": j.steps, "wall_s": round(wall, 2),
+                         "overrides": " ".join(j.overrides)})
+            log(f"[{i}/{len(jobs)} {time.perf_counter() - t0:6.0f}s] {wall:6.1f}s {j.line()}")
+    df = pd.DataFrame(rows)
+    atomic_write_text(Path(spec.runs) / "timings.csv", df.to_csv(index=False))
+    return df, failed
+
+
+def budget_of(spec: Spec, suite: str, T: int, flat: dict) -> str:
+    """Which budget row of the spec a table row's flattened config is (default, matched or both)."""
+    method = flat["method.name"]
+    if method not in spec.methods:
+        return "other"
+    opts = {k.removeprefix("method."): v for k, v in flat.items() if k.startswith("method.")}
+    rows, defaults = budgets(spec, suite, method, spec.methods[method]["kind"], T), method_defaults(method)
+    keys = set().union(*rows.values())          # a default row differs from a matched one on these
+    hits = [b for b, want in rows.items() if all(str(opts.get(k)) == str({**defaults, **want}.get(k)) for k in keys)]
+    return "+".join(hits) or "other"
+
+
+def main_tables(spec: Spec, tables: list, figures: str) -> str:
+    """The README's main results: per suite, one row per (method, budget) and one column per task
+    subset, normalised HV (HV where there is none) with its bootstrap interval; mean evaluations and
+    wall time over the subsets; then the 2-task fronts of the first subset of each suite."""
+    import json
+
+    from bench.plots import stem
+
+    out = [f"_{spec.note()}_", ""]
+    for suite in spec.suites:
+        ts = [t for t in tables if t.suite == suite]
+        if not ts:
+            continue
+        metric = "hv_normalized" if ts[0].rows["hv_normalized_mean"].notna().any() else "hv"
+        cols, cells, cost = [], {}, {}
+        for t in ts:
+            col = "+".join(t.tasks) if len(t.tasks) <= 3 else f"all {len(t.tasks)}"
+            cols.append(col)
+            for _, r in t.rows.iterrows():
+                key = (r["method"], budget_of(spec, suite, len(t.tasks), json.loads(r["config"])))
+                ci = f" [{r[metric + '_lo']:.3f}, {r[metric + '_hi']:.3f}]" if r[metric + "_lo"] == r[metric + "_lo"] else ""
+                cells[key, col] = f"{r[metric + '_mean']:.3f}{ci}" + (" ≈" if r[metric + "_ns"] else "")
+                cost.setdefault(key, []).append((r["evaluations_mean"], r["wall_s_mean"]))
+        ci = any(t.resamples for t in ts)
+        out += [f"**{suite}** ({'normalised HV' if metric == 'hv_normalized' else 'HV'} ↑, mean over seeds"
+                + (" [95 % bootstrap interval over test examples]; ≈ not significantly below the subset's best)"
+                   if ci else ")"), "",
+                "| method | budget | " + " | ".join(cols) + " | evals | wall s |",
+                "|:---|:---|" + "---:|" * (len(cols) + 2)]
+        for key in sorted(cost):
+            ev, wall = (sum(c[i] for c in cost[key]) / len(cost[key]) for i in (0, 1))
+            out.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells.get((key, c), "–") for c in cols)
+                       + f" | {ev:,.0f} | {wall:,.1f} |")
+        out.append("")
+    fronts = [t for t in tables if len(t.tasks) == 2 and t.suite != "toy-quadratic"]
+    for t in [next((t for t in fronts if t.suite == s), None) for s in spec.suites]:
+        if t is not None:
+            out.append(f"![{t.title}]({figures}/{stem(t)}-front.png)")
+    return "\n".join(out).rstrip() + "\n"
+
+
+BEGIN, END = "<!-- leaderboard:begin (make leaderboard writes this block) -->", "<!-- leaderboard:end -->"
+
+
+def update_readme(readme: Path, block: str) -> None:
+    """Replace the text between the README's leaderboard markers with `block`."""
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise BenchError(f"{readme} has no leaderboard block; add the lines {BEGIN!r} and {END!r}")
+    head, rest = text.split(BEGIN, 1)
+    atomic_write_text(readme, head + BEGIN + "\n" + block + rest[rest.index(END):])
+
+
+def write_outputs(spec: Spec) -> list[Path]:
+    """leaderboard.md/.tex/.csv, html/ and figures/ into spec.out from the records under spec.runs."""
+    from bench.html import write_html
+    from bench.report import build_tables, leaderboard_records, render_csv, render_latex, render_md
+
+    out = Path(spec.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = build_tables(leaderboard_records(spec.runs), spec.resamples)
+    note = spec.note()
+    files = {"leaderboard.md": f"{note}\n\n{render_md(tables)}", "leaderboard.tex": f"% {note}\n{render_latex(tables)}",
+             "leaderboard.csv": render_csv(tables)}
+    for name, text in files.items():
+        atomic_write_text(out / name, text)
+    # the figures live once, in the page's folder (html/figures, PNG and PDF)
+    paths = [out / n for n in files] + [write_html(spec.runs, str(out / "html"), None, spec.resamples, note=note)]
+    if spec.readme:
+        update_readme(Path(spec.readme), main_tables(spec, tables, f"{out}/html/figures"))
+        paths.append(Path(spec.readme))
+    return paths
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-"):
+        print(__doc__.split("\n\n")[1])
+        return 2
+    spec = load_spec(argv[0], [a for a in argv[1:] if "=" in a])
+    jobs = plan(spec)
+    if "--plan" in argv:
+        print("\n".join(j.line() for j in jobs))
+        print(f"{len(jobs)} jobs, {spec.jobs} at a time")
+        return 0
+    t0 = time.perf_counter()
+    _, failed = run_jobs(jobs, spec)
+    print(f"{len(jobs) - len(failed)} runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    for p in write_outputs(spec):
+        print(p)
+    print(f"leaderboard regenerated in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} of {len(jobs)} runs failed:\n  " + "\n  ".join(failed), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,85 @@
+"""The leaderboard's machinery on a tiny spec: budgets, the plan, parallel runs, the outputs."""
+from __future__ import annotations
+
+import textwrap
+
+import pandas as pd
+import pytest
+
+from bench.leaderboard import BEGIN, END, budgets, load_spec, main, n_rays, plan
+from bench.registry import BenchError
+
+TINY = """
+scale: 0.02
+seeds: [0, 1]
+jobs: 2
+resamples: 0
+suites:
+  toy-quadratic: {num_tasks: [2], options: {pwe_moe_ls: {upscale: all}}}
+methods:
+  ta_grid: {kind: search}
+  ls: {kind: per_ray}
+  pwe_moe_ls: {kind: trained}
+"""
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    p = tmp_path / "spec.yaml"
+    p.write_text(TINY + f"runs: {tmp_path / 'runs'}\nout: {tmp_path / 'board'}\nreadme: {tmp_path / 'README.md'}\n")
+    (tmp_path / "README.md").write_text(f"# x\n\n{BEGIN}\nold\n{END}\n\nafter\n")
+    return p
+
+
+def test_matched_budgets(spec_file):
+    spec = load_spec(spec_file, ["scale=0.5", "per_t={3: {ls: {partitions: 4}}}"])
+    # search: MAP's default evaluations at T, (T+1)(T+2) + 10; ta_grid as a capped per-task grid
+    assert budgets(spec, "toy-quadratic", "ta_grid", "search", 2) == {
+        "default": {}, "matched": {"mode": "grid", "max_points": 22}}
+    # trained: 300 × 0.5 steps in all; per ray: divided over the 11 (T = 2) or 15 (T = 3, partitions 4) rays
+    assert budgets(spec, "toy-quadratic", "pwe_moe_ls", "trained", 2) == {        # the suite's options kept
+        "default": {"upscale": "all", "steps": 150}, "matched": {"upscale": "all", "steps": 150}}
+    assert budgets(spec, "toy-quadratic", "ls", "per_ray", 2)["matched"] == {"steps": 150 // 11}
+    # past T = 6 no per-task grid fits: the densest simplex grid λ = s·d (4 scales) within 82 evaluations
+    assert budgets(spec, "toy-quadratic", "ta_grid", "search", 7)["matched"] == {
+        "mode": "simplex", "partitions": 1, "max_points": 82}
+    assert n_rays(3, {"partitions": 4}) == 15
+    assert budgets(spec, "toy-quadratic", "ls", "per_ray", 3) == {
+        "default": {"partitions": 4, "steps": 150}, "matched": {"partitions": 4, "steps": 10}}
+
+
+def test_plan_one_job_where_budgets_coincide(spec_file):
+    jobs = plan(load_spec(spec_file))
+    rows = {(j.method, j.budget) for j in jobs}
+    assert rows == {("ta_grid", "default"), ("ta_grid", "matched"), ("ls", "default"), ("ls", "matched"),
+                    ("pwe_moe_ls", "default+matched")}
+    assert len(jobs) == 2 * len(rows)                      # × seeds
+
+
+def test_spec_errors_are_one_line(spec_file, tmp_path):
+    with pytest.raises(BenchError, match="unknown spec key 'sedes'.*seeds"):
+        load_spec(spec_file, ["sedes=[0]"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent(TINY).replace("kind: search", "kind: grid"))
+    with pytest.raises(BenchError, match=r"methods.ta_grid.kind='grid'; valid: search, per_ray, trained"):
+        load_spec(bad)
+    with pytest.raises(BenchError, match="does not exist"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_regenerates_everything_in_parallel(spec_file, tmp_path, capsys):
+    assert main([str(spec_file)]) == 0
+    timings = pd.read_csv(tmp_path / "runs" / "timings.csv")
+    assert len(timings) == 10 and (timings["wall_s"] > 0).all()
+    board = tmp_path / "board"
+    md = (board / "leaderboard.md").read_text()
+    assert md.startswith("Budgets: every method at its default (published) settings with training steps × 0.02")
+    assert md.count("\n| ") == 1 + 5                       # header + one row per (method, budget)
+    assert "ls (steps=6)" in md and "ls (steps=1)" in md
+    assert (board / "html" / "index.html").is_file() and list((board / "html" / "figures").glob("*-eaf.png"))
+    csv = pd.read_csv(board / "leaderboard.csv")
+    assert (csv["n"] == 2).all()
+    readme = (tmp_path / "README.md").read_text()                # the main-results block, rewritten in place
+    assert "old" not in readme and readme.endswith(f"{END}\n\nafter\n")
+    for row in ("| ta_grid | default |", "| ta_grid | matched |", "| ls | matched |", "| pwe_moe_ls | default+matched |"):
+        assert row in readme
