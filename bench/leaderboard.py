@@ -115,8 +115,7 @@ def method_defaults(name: str) -> dict:
     """A registered method's constructor defaults (its config schema)."""
     import dataclasses
 
-    import methods  # noqa: F401  (registers every method)
-    from bench.registry import METHODS
+    from bench.registry import METHODS           # imports the method's module on first use
 
     fields = dataclasses.fields(METHODS.get(name))
     return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in fields

@@ -59,7 +59,10 @@ def palette(records: list[RunRecord]) -> dict[str, int]:
 
 
 def style(i: int) -> dict:
-    return {"color": plt.get_cmap("tab10")(i % 10), "marker": MARKERS[i % len(MARKERS)]}
+    """Colour and marker of style index i: tab10 first, then tab20b and Dark2, so that a leaderboard's
+    many configs (dozens in one `bench plot`) never share a colour below 38."""
+    colours = [*plt.get_cmap("tab10").colors, *plt.get_cmap("tab20b").colors, *plt.get_cmap("Dark2").colors]
+    return {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)]}
 
 
 def density(n: int) -> tuple[float, float]:

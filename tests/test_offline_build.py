@@ -185,7 +185,7 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL], ids=["SIGKILL"])   # the hard case: the parent runs no cleanup
 def test_workers_die_with_a_killed_build_and_its_folder_is_cleaned(tmp_path, sig, capsys):
     """A tiny-clip build with two pool workers, killed once θ0 is written (workers busy fine-tuning or
     waiting for jobs): the workers exit within seconds, and the next build in that cache removes the

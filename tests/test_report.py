@@ -293,7 +293,7 @@ def test_check_passes_on_the_real_baseline_and_fails_on_a_perturbed_copy(tmp_pat
     (bad / BASELINE.name).write_text(json.dumps(b))
     assert cmd_check([f"baselines={bad}"]) == 1
     text = capsys.readouterr().out
-    assert "DRIFT ta_grid-toy-quadratic-2t-grid: 2 of 17 entries" in text
+    assert f"DRIFT ta_grid-toy-quadratic-2t-grid: 2 of {len(b['entries'])} entries" in text
     hv_line = next(l for l in text.splitlines() if l.strip().startswith("indicators.hv "))
     assert f"{hv * 1.001:.10g}" in hv_line and f"{hv:.10g}" in hv_line and "abs 1e-09 + rel 1e-06" in hv_line
     assert re.search(r"indicators\.n_points\s+37\s+36\s+1\s+exact", text)

@@ -57,11 +57,11 @@ def finish(args: list[str], out: Path, capsys) -> Path:
 
 
 CASES = [  # (method and options, what the run must have paid for before the kill)
-    (["method=ta_grid", "tasks=toy-quadratic", "tasks.num_tasks=3", "method.mode=grid", "method.points=12"], "journal"),
+    (["method=ta_grid", "tasks=toy-quadratic", "tasks.num_tasks=3", "method.mode=grid", "method.points=8"], "journal"),
     (["method=map", "tasks=toy-quadratic", "tasks.num_tasks=4"], "journal"),
     (["method=ls", "tasks=toy-quadratic", "method.steps=1500", "method.partitions=2"], "checkpoint"),
-    (["method=epo", "tasks=toy-quadratic", "method.steps=600", "method.partitions=2"], "checkpoint"),
-    (["method=pwe_moe_ls", "tasks=toy-quadratic", "method.upscale=all", "method.steps=4000",
+    (["method=epo", "tasks=toy-quadratic", "method.steps=300", "method.partitions=2"], "checkpoint"),
+    (["method=pwe_moe_ls", "tasks=toy-quadratic", "method.upscale=all", "method.steps=1500",
       "method.batch_size=1"], "checkpoint"),
 ]
 

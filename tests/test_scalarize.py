@@ -117,7 +117,6 @@ def test_conditioned_methods_start_at_task_arithmetic_and_move_towards_the_front
     np.testing.assert_allclose(start, ta, atol=5e-2 if method == "phn" else 1e-12)
     front = m.approximate_front(suite, evaluator=Evaluator(suite), seed=0)
     F = front.to_minimization()
-    pf = suite.true_front()
 
     def gd(P, ref):
         return np.sqrt(((P[:, None] - ref[None]) ** 2).sum(-1)).min(axis=1)
