@@ -16,14 +16,3 @@ def out(tmp_path) -> Path:
     """A fresh results root."""
     return tmp_path / "runs"
 
-
-def pytest_configure(config):
-    """Under `pytest -n N` (make test), the controller builds both offline suites once, one after the
-    other, before any worker starts: side by side on 2 cores (each build has its own 2 processes) they
-    took 398 s, in a row 257 s. A single-process run builds them lazily, where a test first asks."""
-    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
-        return
-    from bench.registry import SUITES
-
-    for name in ("tiny-clip", "tiny-gpt2"):
-        SUITES.build(name)
