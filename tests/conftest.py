@@ -15,4 +15,3 @@ os.environ.setdefault("PARETOBENCH_CACHE", str(ROOT / ".cache" / "test-suites"))
 def out(tmp_path) -> Path:
     """A fresh results root."""
     return tmp_path / "runs"
-
