@@ -112,14 +112,13 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> Spec:
 
 
 def method_defaults(name: str) -> dict:
-    """A registered method's constructor defaults (its config schema)."""
-    import dataclasses
-
+    """A registered method's options as `bench run` sees them (bench.config: the constructor's
+    defaults under the entry's own, e.g. pwe_moe_epo's scalarizer)."""
+    from bench.config import defaults
     from bench.registry import METHODS           # imports the method's module on first use
 
-    fields = dataclasses.fields(METHODS.get(name))
-    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory() for f in fields
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    entry = METHODS.entry(name)
+    return defaults(entry.obj, entry.defaults)
 
 
 def n_rays(T: int, opts: dict) -> int:

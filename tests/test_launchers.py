@@ -19,6 +19,7 @@ import pytest
 
 from bench.cli import main
 from bench.record import iter_record_paths
+from tests.test_resume import comparable
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ["tasks=toy-quadratic"]
@@ -42,18 +43,6 @@ def table(out: Path, capsys) -> pd.DataFrame:
     capsys.readouterr()
     assert main(["table", f"out={out}", "format=csv"]) == 0
     return pd.read_csv(io.StringIO(capsys.readouterr().out))
-
-
-def comparable(path: Path) -> dict:
-    """A record minus what differs between attempts and runs: ids, times, resume facts."""
-    rec = json.loads(path.read_text())
-    for k in ("run_id", "created", "env"):
-        rec.pop(k)
-    for k in ("wall_s", "cpu_s", "peak_mem_mb", "resumed_from", "evaluations_reused"):
-        rec["cost"].pop(k, None)
-    for k in ("run_id", "resume", "out", "checkpoint_every", "workers"):
-        rec["config"].pop(k, None)
-    return rec
 
 
 def test_joblib_sweep_with_two_workers(tmp_path, capsys):

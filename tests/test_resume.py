@@ -20,12 +20,13 @@ TIMINGS = ("wall_s", "cpu_s", "peak_mem_mb", "train_s", "resumed_from", "evaluat
 
 
 def comparable(path: Path) -> dict:
+    """A record minus what differs between attempts and runs: ids, times, resume facts, workers."""
     rec = json.loads(path.read_text())
     for k in ("run_id", "created", "env"):
         rec.pop(k)
     for k in TIMINGS:
         rec["cost"].pop(k, None)
-    for k in ("run_id", "resume", "out", "checkpoint_every"):
+    for k in ("run_id", "resume", "out", "checkpoint_every", "workers"):
         rec["config"].pop(k, None)
     return rec
 
