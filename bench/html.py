@@ -31,6 +31,7 @@ h1{font-size:1.5em;margin:.2em 0}h2{font-size:1.15em;margin:1.6em 0 .2em;border-
 #filters{position:sticky;top:0;background:#fafafa;border:1px solid #ddd;border-radius:4px;padding:.4em .8em;z-index:2}
 #filters fieldset{display:inline-block;border:0;margin:0 1.2em 0 0;padding:0}#filters legend{font-weight:600;float:left;margin-right:.5em}
 #filters label{margin-right:.7em;white-space:nowrap}
+section.suite{scroll-margin-top:4.5em}nav.toc{font-size:.85em;margin:.4em 0 .8em;columns:2 28em}nav.toc a{display:block}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;margin:.6em 0;font-variant-numeric:tabular-nums;font-size:.9em}
 th,td{padding:.25em .6em;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}
@@ -117,7 +118,8 @@ def section(t: Table, records: list[RunRecord], links: dict[str, str], figures: 
     papers = "".join(f"<br><sup>{i}</sup> {e(m)}: {e(t.papers[m])}" for m, i in marks.items())
     figs = "".join(f'<figure><img src="{e(href)}" alt="{e(FIGURE_KINDS.get(kind, kind))}">'
                    f"<figcaption>{e(FIGURE_KINDS.get(kind, kind))}</figcaption></figure>" for href, kind in figures)
-    return (f'<section class="suite" data-t="{len(t.tasks)}"><h2>{e(t.title)}</h2>'
+    # the id is the figures' stem (suite, T, key hash); scroll-margin keeps the heading below the sticky filters
+    return (f'<section class="suite" id="{e(t.stem)}" data-t="{len(t.tasks)}"><h2>{e(t.title)}</h2>'
             f'<div class="key">suite key <code>{e(t.suite_key)}</code>{" · " + e(cfg) if cfg else ""}</div>'
             f'<div class="scroll"><table class="lb"><thead><tr>{"".join(f"<th>{e(h)}</th>" for h in head)}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>'
@@ -134,13 +136,14 @@ def page(tables: list[Table], sections: list[str], title: str, note: str = "") -
             f"<style>{CSS}</style></head><body><h1>{e(title)}</h1>" + (f'<p class="notes">{e(note)}</p>' if note else "") +
             f'<div id="filters"><fieldset><legend>T</legend>{boxes("T", Ts)}</fieldset>'
             f'<fieldset><legend>method</legend>{boxes("method", methods)}</fieldset></div>'
+            '<nav class="toc">' + "".join(f'<a href="#{e(t.stem)}">{e(t.title)}</a>' for t in tables) + "</nav>"
             f'{"".join(sections)}<script>{SCRIPT}</script></body></html>\n')
 
 
 def write_html(out: str, out_dir: str | None, suite: str | None, resamples: int,
                title: str = "paretobench leaderboard", note: str = "") -> Path:
     """Write the page for the records under `out` into `out_dir`; returns index.html's path."""
-    from bench.plots import make_figures, stem
+    from bench.plots import make_figures
 
     if out_dir is None:
         raise BenchError("format=html writes a folder: give out_dir=DIR (e.g. out_dir=results/leaderboard/html)")
@@ -154,8 +157,8 @@ def write_html(out: str, out_dir: str | None, suite: str | None, resamples: int,
     tables, groups = build_tables(recs, resamples), by_suite_key(recs)
     links = copy_records(recs, root)
     sections = [section(t, groups[t.suite_key], links,
-                        [(f"figures/{p.name}", p.stem[len(stem(t)) + 1:]) for p in figures
-                         if p.name.startswith(stem(t) + "-")]) for t in tables]
+                        [(f"figures/{p.name}", p.stem[len(t.stem) + 1:]) for p in figures
+                         if p.name.startswith(t.stem + "-")]) for t in tables]
     index = root / "index.html"
     atomic_write_text(index, page(tables, sections, title, note))
     return index

@@ -186,10 +186,13 @@ def plan(spec: Spec) -> list[Job]:
 
 
 def suite_tasks(suite: str) -> list[str]:
+    """Every task of `suite`: an offline suite's class lists them (no build needed, so `--plan`
+    starts nothing); any other suite is built with its defaults and asked."""
     from bench.config import build_from_config
     from bench.registry import SUITES
 
-    return list(build_from_config(SUITES, {"name": suite}, "tasks").tasks)
+    names = getattr(SUITES.entry(suite).obj, "TASK_NAMES", None)
+    return list(names) if names else list(build_from_config(SUITES, {"name": suite}, "tasks").tasks)
 
 
 def _work(argv: list[str]) -> float:
@@ -249,8 +252,6 @@ def main_tables(spec: Spec, tables: list, figures: str) -> str:
     wall time over the subsets; then the 2-task fronts of the first subset of each suite."""
     import json
 
-    from bench.plots import stem
-
     out = [f"_{spec.note()}_", ""]
     for suite in spec.suites:
         ts = [t for t in tables if t.suite == suite]
@@ -280,7 +281,7 @@ def main_tables(spec: Spec, tables: list, figures: str) -> str:
     fronts = [t for t in tables if len(t.tasks) == 2 and t.suite != "toy-quadratic"]
     for t in [next((t for t in fronts if t.suite == s), None) for s in spec.suites]:
         if t is not None:
-            out.append(f"![{t.title}]({figures}/{stem(t)}-front.png)")
+            out.append(f"![{t.title}]({figures}/{t.stem}-front.png)")
     return "\n".join(out).rstrip() + "\n"
 
 

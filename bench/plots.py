@@ -49,10 +49,6 @@ STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fonts
 MARKERS = "osD^v<>pPhX*"
 
 
-def stem(table: Table) -> str:
-    return f"{table.suite}-v{table.suite_version}-{len(table.tasks)}t-{table.suite_key.rsplit(':', 1)[-1]}"
-
-
 def palette(records: list[RunRecord]) -> dict[str, int]:
     """config key → style index, fixed over every figure of one `bench plot` (method order)."""
     return {k: i for i, (_, k) in enumerate(sorted({(r.method, config_key(r)) for r in records}))}
@@ -259,7 +255,7 @@ def make_figures(out: str, figures: str | Path, suite: str | None = None) -> lis
     paths = []
     with plt.rc_context(STYLE):
         for table in tables:
-            records, name = groups[table.suite_key], stem(table)
+            records, name = groups[table.suite_key], table.stem
             if len(table.tasks) <= 3:
                 paths += save(front_figure(table, records, colours), figures, f"{name}-front")
             else:

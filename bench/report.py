@@ -87,6 +87,11 @@ class Table:
     def title(self) -> str:
         return f"{self.suite} v{self.suite_version}: {', '.join(self.tasks)}"
 
+    @property
+    def stem(self) -> str:
+        """File-name stem of the table's figures and id of its page section: suite, version, T, key hash."""
+        return f"{self.suite}-v{self.suite_version}-{len(self.tasks)}t-{self.suite_key.rsplit(':', 1)[-1]}"
+
 
 # ---- loading and grouping ------------------------------------------------------------------
 def leaderboard_records(out: str, suite: str | None = None) -> list[RunRecord]:

@@ -56,6 +56,21 @@ def test_plan_one_job_where_budgets_coincide(spec_file):
     assert len(jobs) == 2 * len(rows)                      # × seeds
 
 
+def test_committed_spec_plans_without_building(tmp_path, monkeypatch, capsys):
+    """`--plan` on the committed spec lists every (suite, subset, method, budget, seed) and builds no suite."""
+    monkeypatch.setenv("PARETOBENCH_CACHE", str(tmp_path / "cache"))
+    spec = load_spec("results/leaderboard/spec.yaml")
+    assert main(["results/leaderboard/spec.yaml", "--plan"]) == 0
+    assert not (tmp_path / "cache").exists()
+    jobs = plan(spec)
+    assert capsys.readouterr().out.strip().endswith(f"{len(jobs)} jobs, {spec.jobs} at a time")
+    # every method on every subset of every suite: at least one job per (suite, T-or-subset, method, seed)
+    subsets = sum(len(o.get("subsets") or o.get("num_tasks")) for o in spec.suites.values())
+    cells = {(j.suite, j.tasks, j.method, j.seed) for j in jobs}
+    assert len(cells) == subsets * sum(len(o.get("seeds", spec.seeds)) for o in spec.methods.values())
+    assert {j.T for j in jobs if j.suite == "tiny-clip"} == {2, 3, 7}
+
+
 def test_spec_errors_are_one_line(spec_file, tmp_path):
     with pytest.raises(BenchError, match="unknown spec key 'sedes'.*seeds"):
         load_spec(spec_file, ["sedes=[0]"])
