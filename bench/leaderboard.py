@@ -2,6 +2,7 @@
 
     python -m bench.leaderboard results/leaderboard/spec.yaml               # what `make leaderboard` runs
     python -m bench.leaderboard results/leaderboard/spec.yaml --plan        # the jobs, one line each
+    python -m bench.leaderboard results/leaderboard/spec.yaml --render      # tables and page from the runs there
     python -m bench.leaderboard results/leaderboard/spec.yaml scale=0.02 seeds=[0] runs=/tmp/lb/runs out=/tmp/lb
 
 The spec (results/leaderboard/spec.yaml; any top-level key can be overridden as key=value) names
@@ -19,7 +20,7 @@ budgets, each a row of the table (one job when they coincide):
 
 Jobs run `jobs` at a time in worker processes (one torch thread each), the longest first; every
 job's wall time goes to <runs>/timings.csv. Then <out> gets leaderboard.md/.tex/.csv (`bench
-table`, with the budget note first) and html/ (`bench table format=html`: the page, its figures
+table`, with the budget note first), timings.csv and html/ (`bench table format=html`: the page, its figures
 in html/figures as PNG and PDF, and a copy of every record).
 """
 from __future__ import annotations
@@ -308,6 +309,9 @@ def write_outputs(spec: Spec) -> list[Path]:
     note = spec.note()
     files = {"leaderboard.md": f"{note}\n\n{render_md(tables)}", "leaderboard.tex": f"% {note}\n{render_latex(tables)}",
              "leaderboard.csv": render_csv(tables)}
+    timings = Path(spec.runs) / "timings.csv"          # every run's wall time, committed with the tables
+    if timings.is_file():
+        files["timings.csv"] = timings.read_text()
     for name, text in files.items():
         atomic_write_text(out / name, text)
     # the figures live once, in the page's folder (html/figures, PNG and PDF)
@@ -319,7 +323,8 @@ def write_outputs(spec: Spec) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0].startswith("-"):
+    flags = [a for a in argv[1:] if a.startswith("-")]
+    if not argv or argv[0].startswith("-") or any(f not in ("--plan", "--render") for f in flags):
         print(__doc__.split("\n\n")[1])
         return 2
     spec = load_spec(argv[0], [a for a in argv[1:] if "=" in a])
@@ -328,9 +333,13 @@ def main(argv: list[str]) -> int:
         print("\n".join(j.line() for j in jobs))
         print(f"{len(jobs)} jobs, {spec.jobs} at a time")
         return 0
-    t0 = time.perf_counter()
-    _, failed = run_jobs(jobs, spec)
-    print(f"{len(jobs) - len(failed)} runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    t0, failed = time.perf_counter(), []
+    if "--render" in argv:               # outputs only, e.g. after changing how tables or the page look
+        if not Path(spec.runs, "timings.csv").is_file():
+            raise BenchError(f"runs={spec.runs!r} has no finished leaderboard (no timings.csv); run without --render first")
+    else:
+        _, failed = run_jobs(jobs, spec)
+        print(f"{len(jobs) - len(failed)} runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     for p in write_outputs(spec):
         print(p)
     print(f"leaderboard regenerated in {time.perf_counter() - t0:.0f} s", file=sys.stderr)

@@ -94,7 +94,20 @@ def test_regenerates_everything_in_parallel(spec_file, tmp_path, capsys):
     assert (board / "html" / "index.html").is_file() and list((board / "html" / "figures").glob("*-eaf.png"))
     csv = pd.read_csv(board / "leaderboard.csv")
     assert (csv["n"] == 2).all()
+    assert (board / "timings.csv").read_text() == (tmp_path / "runs" / "timings.csv").read_text()
     readme = (tmp_path / "README.md").read_text()                # the main-results block, rewritten in place
     assert "old" not in readme and readme.endswith(f"{END}\n\nafter\n")
     for row in ("| ta_grid | default |", "| ta_grid | matched |", "| ls | matched |", "| pwe_moe_ls | default+matched |"):
         assert row in readme
+    # --render: the same tables again from the runs already there, no new run
+    records = sorted(p.name for p in (tmp_path / "runs").rglob("record.json"))
+    (board / "leaderboard.md").unlink()
+    assert main([str(spec_file), "--render"]) == 0
+    assert (board / "leaderboard.md").read_text() == md
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("record.json")) == records
+
+
+def test_render_needs_finished_runs(spec_file, tmp_path):
+    with pytest.raises(BenchError, match="no finished leaderboard"):
+        main([str(spec_file), "--render", f"runs={tmp_path / 'empty'}"])
+    assert main([str(spec_file), "--fast"]) == 2
