@@ -18,10 +18,11 @@ budgets, each a row of the table (one job when they coincide):
   all: a method trained once for every preference (`trained`: PWE-MoE, PHN, Pareto Merging) takes
   them in its one run; a method trained per ray (`per_ray`: ls, epo) divides them over its rays.
 
-Jobs run `jobs` at a time in worker processes (one torch thread each), the longest first; every
-job's wall time goes to <runs>/timings.csv. Then <out> gets leaderboard.md/.tex/.csv (`bench
-table`, with the budget note first), timings.csv and html/ (`bench table format=html`: the page, its figures
-in html/figures as PNG and PDF, and a copy of every record).
+Missing suite builds happen first, in the driver (their quality bars printed). Then jobs run `jobs`
+at a time in worker processes (one torch thread each), the longest first; every job's wall time
+goes to <runs>/timings.csv. Then <out> gets leaderboard.md/.tex/.csv (`bench table`, with the
+budget note first), timings.csv and html/ (`bench table format=html`: the page, its figures in
+html/figures as PNG and PDF, and a copy of every record). `--render` redoes only this last step.
 """
 from __future__ import annotations
 
@@ -186,14 +187,21 @@ def plan(spec: Spec) -> list[Job]:
     return sorted(jobs, key=lambda j: (j.suite.startswith("toy-"), -(j.steps + 10) * j.T))
 
 
-def suite_tasks(suite: str) -> list[str]:
-    """Every task of `suite`: an offline suite's class lists them (no build needed, so `--plan`
-    starts nothing); any other suite is built with its defaults and asked."""
+def build_suite(suite: str):
+    """`suite` with its default settings (built into the cache if it is not there yet)."""
     from bench.config import build_from_config
     from bench.registry import SUITES
 
+    return build_from_config(SUITES, {"name": suite}, "tasks")
+
+
+def suite_tasks(suite: str) -> list[str]:
+    """Every task of `suite`: an offline suite's class lists them (no build needed, so `--plan`
+    starts nothing); any other suite is built with its defaults and asked."""
+    from bench.registry import SUITES
+
     names = getattr(SUITES.entry(suite).obj, "TASK_NAMES", None)
-    return list(names) if names else list(build_from_config(SUITES, {"name": suite}, "tasks").tasks)
+    return list(names) if names else list(build_suite(suite).tasks)
 
 
 def _work(argv: list[str]) -> float:
@@ -338,6 +346,8 @@ def main(argv: list[str]) -> int:
         if not Path(spec.runs, "timings.csv").is_file():
             raise BenchError(f"runs={spec.runs!r} has no finished leaderboard (no timings.csv); run without --render first")
     else:
+        for suite in spec.suites:        # any missing build happens here once, its quality bars printed
+            build_suite(suite)
         _, failed = run_jobs(jobs, spec)
         print(f"{len(jobs) - len(failed)} runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     for p in write_outputs(spec):
