@@ -336,16 +336,17 @@ def main(argv: list[str]) -> int:
         print(__doc__.split("\n\n")[1])
         return 2
     spec = load_spec(argv[0], [a for a in argv[1:] if "=" in a])
-    jobs = plan(spec)
     if "--plan" in argv:
+        jobs = plan(spec)
         print("\n".join(j.line() for j in jobs))
         print(f"{len(jobs)} jobs, {spec.jobs} at a time")
         return 0
-    t0, failed = time.perf_counter(), []
+    t0, jobs, failed = time.perf_counter(), [], []
     if "--render" in argv:               # outputs only, e.g. after changing how tables or the page look
         if not Path(spec.runs, "timings.csv").is_file():
             raise BenchError(f"runs={spec.runs!r} has no finished leaderboard (no timings.csv); run without --render first")
     else:
+        jobs = plan(spec)
         for suite in spec.suites:        # any missing build happens here once, its quality bars printed
             build_suite(suite)
         _, failed = run_jobs(jobs, spec)
