@@ -152,6 +152,12 @@ def _dispatch(name: str, rest: list[str]) -> int:
         if any(a in ("-h", "--help") for a in rest):
             print(cmd.help())
             return 0
+        from bench.config import plugin_overrides
+        from bench.registry import load_plugins
+
+        load_plugins(plugin_overrides(rest))      # any command: plugins=[pkg, ...] before a name is resolved
+        if not cmd.raw:                           # (run and export keep it: a setting of the run, recorded)
+            rest = [a for a in rest if a.split("=", 1)[0] != "plugins"]
         module, fn = cmd.target.split(":")
         handler = getattr(importlib.import_module(module), fn)
         return int(handler(rest if cmd.raw else cmd.parse(rest)) or 0)
@@ -164,6 +170,8 @@ def usage() -> str:
     lines = ["usage: python -m bench <command> [key=value ...]   (python -m bench <command> --help)", "", "commands:"]
     lines += [f"  {c.name:<8} {c.summary}" for c in COMMANDS.values()]
     lines += ["", "examples:"] + [f"  {c.examples[0]}" for c in COMMANDS.values()]
+    lines += ["", "plugins: installed packages' entry points (paretobench.methods, .suites, .indicators) load by "
+              "themselves;", "  every command also takes plugins=[module,...] (or PARETOBENCH_PLUGINS=module,...)"]
     return "\n".join(lines)
 
 

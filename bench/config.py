@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.registry import METHODS, SUITES, BenchError, Registry, unknown_choice
+from bench.registry import METHODS, SUITES, BenchError, Registry, load_plugins, unknown_choice
 
 CONF = Path(__file__).parent / "conf"
 GROUPS = {"method": METHODS, "tasks": SUITES}
@@ -49,6 +49,7 @@ class Settings:
     resume: str | None = None            # true: continue the newest unfinished run of this config; or its run_id
     checkpoint_every: int = 50           # training steps between checkpoints of a run's training state
     workers: int = 1                     # Ray workers for a run's independent units (ls/epo rays, MAP design points); 1: this process
+    plugins: list[str] = dataclasses.field(default_factory=list)   # modules imported first, in every process (installed entry points need none)
 
     def __post_init__(self):
         if self.seed < 0:
@@ -321,6 +322,7 @@ def compose(overrides: list[str]):
     """The resolved run config of one job, validated (keys before Hydra, types and values after)."""
     from hydra import compose as _compose, initialize_config_dir
 
+    load_plugins(plugin_overrides(overrides))
     check_keys(overrides)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = _compose(config_name="run", overrides=list(overrides))
@@ -335,8 +337,21 @@ def compose(overrides: list[str]):
     return cfg
 
 
+def plugin_overrides(overrides: list[str]) -> list[str]:
+    """The modules that `plugins=[...]` overrides name (imported before any name is resolved)."""
+    out: list[str] = []
+    given = [a for a in overrides if a.split("=", 1)[0].lstrip("+") == "plugins"]
+    for o in parse(given) if given else ():
+        if o.is_sweep_override():
+            raise BenchError(f"plugins= cannot be swept; give one list, e.g. plugins=[my_pkg.methods]")
+        value = o.value()
+        out += [str(v) for v in (value if isinstance(value, list) else [value])]
+    return out
+
+
 def validate(overrides: list[str]) -> list:
     """Every job's composed config (one for a plain run), or the first mistake as one line."""
+    load_plugins(plugin_overrides(overrides))
     for group in GROUPS:           # Hydra's multirun composes the defaults once before the jobs
         store(group, [default_choice(group)])
     return [compose(job) for job in jobs(overrides)]

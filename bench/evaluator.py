@@ -27,7 +27,7 @@ import base64
 import contextlib
 import time
 from collections import Counter, OrderedDict
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, ContextManager, Hashable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -89,6 +89,24 @@ class DeviceData:
 
 
 DEVICE_DATA = DeviceData()
+
+
+class EvaluatorProtocol(Protocol):
+    """What a method may ask of the `evaluator` it is given (the stable API; `Evaluator` implements it)."""
+
+    suite: Any
+    evaluations: int                     # full passes of one merged model over one split so far (the cost unit)
+
+    def evaluate(self, params: Params | Callable[[], Params], split: str = "test", *,
+                 key: Hashable | None = None, tasks: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Per-task metrics {task: {"loss", "accuracy"}} of merged `params` (or of a callable building them,
+        called only on a cache miss); `key` names the merge recipe (cache, journal, resume)."""
+
+    def known(self, key: Hashable, split: str = "test", tasks: Sequence[str] | None = None) -> bool:
+        """Whether `key` is already paid for (cached, or journaled by an earlier attempt)."""
+
+    def uncounted(self) -> ContextManager:
+        """Evaluations inside do not count as the method's cost (e.g. reference models)."""
 
 
 class Evaluator:

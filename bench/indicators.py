@@ -101,11 +101,13 @@ class Indicator:
 
 def indicator(name: str, label: str, latex: str | None = None, *, higher_is_better: bool | None,
               needs_pf: bool = False, kind: str = "float"):
-    """Decorator: register `f(ctx)` as indicator `name`."""
+    """Decorator: `f(ctx)` registered as indicator `name`; returns the `Indicator` (callable on a Context), so an
+    entry point (group `paretobench.indicators`) may name the decorated function."""
     def deco(fn):
-        INDICATORS.register(name, (fn.__doc__ or "").strip().splitlines()[0])(
-            Indicator(name, fn, label, latex or label, higher_is_better, needs_pf, kind))
-        return fn
+        ind = Indicator(name, fn, label, latex or label, higher_is_better, needs_pf, kind)
+        INDICATORS.add(name, ind, (fn.__doc__ or "").strip().splitlines()[0], module=fn.__module__,
+                       qualname=fn.__qualname__)
+        return ind
     return deco
 
 

@@ -42,6 +42,7 @@ class Setup:
     seed: int
     eval_batch_size: int | None = None
     compile: bool = False
+    plugins: tuple[str, ...] = ()   # plugins= modules, imported on the worker before the suite is resolved
 
     @classmethod
     def of(cls, tasks_config: dict, device: torch.device, **kwargs) -> "Setup":
@@ -143,9 +144,10 @@ def _worker(setup: Setup) -> Worker:
     if setup not in _WORKERS:
         from bench.config import build_from_config
         from bench.evaluator import Evaluator
-        from bench.registry import SUITES
+        from bench.registry import SUITES, load_plugins
         from bench.run import seed_everything
 
+        load_plugins(setup.plugins)
         seed_everything(setup.seed, setup.deterministic)
         torch.set_num_threads(setup.threads)
         device = torch.device(setup.device)

@@ -79,6 +79,7 @@ class RunRecord:
     cost: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
     artifacts: tuple[str, ...] = ()
+    plugins: tuple[dict, ...] = ()        # the plugins behind the run: {"name", "version", "kind"} (none: [])
     schema: int = SCHEMA
     path: Path | None = None              # where it was read from (not serialised)
 
@@ -142,7 +143,7 @@ class RunRecord:
              "run_id": self.run_id, "created": self.created, "config": self.config, "objective": self.objective,
              "ref_point": [float(v) for v in self.ref_point], "references": self.references, "points": points,
              "meta": self.meta, "indicators": self.indicators, "cost": self.cost, "env": self.env,
-             "artifacts": list(self.artifacts)}
+             "artifacts": list(self.artifacts), "plugins": list(self.plugins)}
         if self.igd_ref:
             d["igd_ref"] = self.igd_ref
         return d
@@ -181,7 +182,7 @@ class RunRecord:
                    config=d.get("config", {}), references=d.get("references", {}), meta=d.get("meta", {}),
                    indicators=indicators, igd_ref=igd_ref if igd_ref.get("kind") == "analytic" else {},
                    cost=d.get("cost", {}), env=d.get("env", {}),
-                   artifacts=tuple(d.get("artifacts", ())), schema=int(d["schema"]), path=path)
+                   artifacts=tuple(d.get("artifacts", ())), plugins=tuple(d.get("plugins", ())), schema=int(d["schema"]), path=path)
 
     def front_csv(self) -> str:
         buf = io.StringIO()

@@ -27,7 +27,7 @@ from bench.config import build_from_config, settings
 from bench.evaluator import Evaluator, references
 from bench.record import EXAMPLES, RunRecord, check_writable, examples_file, write_run
 from bench.rundir import JOURNAL, Checkpoints, Journal, claim, find_resumable, run_directory
-from bench.registry import METHODS, SUITES, BenchError
+from bench.registry import INDICATORS, METHODS, SUITES, BenchError, load_plugins, plugins_used
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SMALL_MODEL = 20_000_000     # merge-able parameters below which one intra-op thread is fastest
@@ -38,6 +38,7 @@ def run(cfg) -> Path:
     from omegaconf import OmegaConf
 
     s = settings(cfg)
+    load_plugins(s.plugins)                      # a launcher job in another process: before any name is resolved
     check_writable(s.out)
     config = OmegaConf.to_container(cfg, resolve=True)
     directory = (find_resumable(s.out, cfg.tasks.name, cfg.method.name, config, s.resume) if s.resume else
@@ -55,7 +56,8 @@ def run(cfg) -> Path:
         compile_s = evaluator.warm_up() if s.compile else None
 
         setup = parallel.Setup.of(config["tasks"], device, threads=torch.get_num_threads(), deterministic=deterministic,
-                                  seed=s.seed, eval_batch_size=s.eval_batch_size, compile=s.compile)
+                                  seed=s.seed, eval_batch_size=s.eval_batch_size, compile=s.compile,
+                                  plugins=tuple(s.plugins))
 
         reset_peak_memory(device)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -79,7 +81,8 @@ def run(cfg) -> Path:
                   "train_steps": 0, "trainable_params": 0, **front.cost, "peak_mem_mb": peak,
                   "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
                   **({"resumed_from": directory.name, "evaluations_reused": evaluator.reused} if s.resume else {})},
-            env={**environment(device), "deterministic": deterministic})
+            env={**environment(device), "deterministic": deterministic},
+            plugins=tuple(plugins_used([METHODS.entry(cfg.method.name), SUITES.entry(cfg.tasks.name), *INDICATORS])))
         ctx = indicators.Context(record.F_included, record.ref_point, pf=pf, objective=record.objective,
                                  finetuned=record.reference_values("finetuned"), rays=indicators.record_rays(record))
         excluded = record.excluded()

@@ -78,8 +78,8 @@ def _status_mb(field: str) -> float:
 # ---- training steps -------------------------------------------------------------------------------
 def make_step(variant: str, suite, batches, ray):
     """(step function, trainable parameter count) of one variant on fixed batches."""
-    from methods.pwe_moe.router import Routers
-    from methods.pwe_moe.trainer import build_plan, router_step
+    from bench.methods.pwe_moe.router import Routers
+    from bench.methods.pwe_moe.trainer import build_plan, router_step
 
     if variant in ("pwe_moe_ls", "pwe_moe_epo"):
         plan = build_plan(suite, "mlp", 0.3)

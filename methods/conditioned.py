@@ -39,8 +39,8 @@ from bench.progress import progress
 from bench.rays import ray_grid
 from bench.registry import BenchError
 from bench.rundir import Checkpoints
-from methods.base import CHECK_EVERY, Method
-from methods.scalarize import descent
+from bench.methods.base import CHECK_EVERY, Method
+from bench.methods.scalarize import descent
 
 LR_FLOOR = 0.1                 # cosine decay to 0.1 × lr (the PWE-MoE authors' eta_min)
 

@@ -73,14 +73,13 @@ from bench.front import Front
 from bench.merge import task_arithmetic
 from bench.progress import progress
 from bench.rays import ray_grid
-from bench.registry import METHODS, BenchError
-from methods import map_adaptive as ma
-from methods import map_search as mq
-from methods import map_surrogate as ms
-from methods.base import Method
+from bench.registry import BenchError
+from bench.methods import map_adaptive as ma
+from bench.methods import map_search as mq
+from bench.methods import map_surrogate as ms
+from bench.methods.base import Method
 
 
-@METHODS.register("map", "MAP: quadratic surrogates of task-arithmetic metrics searched with NSGA-II/III")
 @dataclass(frozen=True)
 class MAP(Method):
     paper = ("Li et al., MAP: Low-compute Model Merging with Amortized Pareto Fronts via Quadratic "

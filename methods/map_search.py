@@ -1,7 +1,7 @@
 """MAP's front search and nested pairing as pure functions (Li et al., arXiv 2406.07529).
 
     >>> import numpy as np
-    >>> from methods.map_surrogate import QuadraticSurrogate
+    >>> from bench.methods.map_surrogate import QuadraticSurrogate
     >>> a = QuadraticSurrogate(np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0]), "identity")   # loss c0²
     >>> b = QuadraticSurrogate(np.array([0.0, 1.0, 0.0, -2.0, -2.0, 2.0]), "identity")  # (c0−1)² + (c1−1)²
     >>> X, F, algo = search_front([a, b], "loss", (0.0, 1.0), pop_size=20, generations=20)
@@ -18,7 +18,7 @@ import numpy as np
 from scipy.special import expit
 
 from bench.registry import BenchError
-from methods.map_surrogate import QuadraticSurrogate, quadratic_features
+from bench.methods.map_surrogate import QuadraticSurrogate, quadratic_features
 
 
 # ---- front search ----------------------------------------------------------------------------

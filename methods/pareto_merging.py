@@ -37,9 +37,9 @@ import torch
 from torch import nn
 
 from bench.merge import Params, task_arithmetic
-from bench.registry import METHODS, BenchError
-from methods.conditioned import Conditioned
-from methods.pwe_moe.upscale import module_groups
+from bench.registry import BenchError
+from bench.methods.conditioned import Conditioned
+from bench.methods.pwe_moe.upscale import module_groups
 
 
 def targets_of(theta0: Params, targets: str, suite_name: str) -> list[str]:
@@ -86,7 +86,6 @@ class LowRankMerge(nn.Module):
         return out
 
 
-@METHODS.register("pareto_merging")
 @dataclass(frozen=True)
 class ParetoMerging(Conditioned):
     """Task-arithmetic base + a preference-conditioned low-rank correction per weight matrix."""

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from bench.merge import Params
-from bench.registry import METHODS, BenchError
-from methods.conditioned import Conditioned
-from methods.pwe_moe.upscale import MergePlan
+from bench.registry import BenchError
+from bench.methods.conditioned import Conditioned
+from bench.methods.pwe_moe.upscale import MergePlan
 
 
 class HyperMerge(nn.Module):
@@ -59,7 +59,6 @@ class HyperMerge(nn.Module):
         return self.plan.merge(self.coefficients(ray))
 
 
-@METHODS.register("phn")
 @dataclass(frozen=True)
 class PHN(Conditioned):
     """Pareto hypernetwork: preference → layer-wise merging coefficients, one run for the whole front."""

@@ -46,11 +46,11 @@ from bench.front import Front
 from bench.merge import Params, task_arithmetic
 from bench.interrupt import interruptible
 from bench.progress import progress
-from bench.registry import METHODS, BenchError
+from bench.registry import BenchError
 from bench.rundir import Checkpoints
-from methods.base import CHECK_EVERY, EXPLODED, Method
-from methods.epo_solver import non_uniformity
-from methods.scalarize import GRADIENT_BASED, descent
+from bench.methods.base import CHECK_EVERY, EXPLODED, Method
+from bench.methods.epo_solver import non_uniformity
+from bench.methods.scalarize import GRADIENT_BASED, descent
 from bench.rays import ray_grid, validate_preference
 
 SPACES = ("full", "layerwise", "taskwise")
@@ -121,8 +121,6 @@ PAPERS = {"ls": ("Linear scalarization per preference ray (baseline in Tang et a
                   "https://proceedings.mlr.press/v119/mahapatra20a.html")}
 
 
-@METHODS.register("ls", scalarizer="ls")
-@METHODS.register("epo", scalarizer="epo")
 @dataclass(frozen=True)
 class RayTraining(Method):
     """One model per preference ray, trained along the scalarizer's direction."""

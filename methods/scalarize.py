@@ -31,7 +31,7 @@ import itertools
 import numpy as np
 import torch
 
-from methods.epo_solver import epo_weights
+from bench.methods.epo_solver import epo_weights
 
 SCALARIZERS = ("ls", "tchebycheff", "stch", "epo", "mgda")
 GRADIENT_BASED = ("epo", "mgda")

@@ -19,8 +19,8 @@ from pymoo.util.ref_dirs import get_reference_directions
 from bench.front import Front
 from bench.merge import task_arithmetic
 from bench.rays import n_das_dennis
-from bench.registry import METHODS, BenchError
-from methods.base import Method
+from bench.registry import BenchError
+from bench.methods.base import Method
 
 
 def grid_coefficients(mode: str, num_tasks: int, points: int, lo: float, hi: float,
@@ -51,7 +51,6 @@ def grid_coefficients(mode: str, num_tasks: int, points: int, lo: float, hi: flo
     return np.vstack([s * d for s in scales])
 
 
-@METHODS.register("ta_grid", "task arithmetic over a grid of coefficients (shared λ, per-task grid, simplex)")
 @dataclass(frozen=True)
 class TAGrid(Method):
     paper = "Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023"

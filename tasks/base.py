@@ -236,7 +236,7 @@ class ModelSuite(Suite):
 
         from safetensors.torch import save_file
 
-        from tasks.models import quiet_hf
+        from bench.tasks.models import quiet_hf
 
         model = copy.deepcopy(self.backbone).to("cpu")
         missing, unexpected = model.load_state_dict({k: v.detach().cpu() for k, v in params.items()}, strict=False)

@@ -1,6 +1,6 @@
 """Build-once artifact cache: a directory is used only if its manifest verifies, else rebuilt.
 
-    from tasks.cache import cached_build, cache_root
+    from bench.tasks.cache import cached_build, cache_root
     path = cached_build(cache_root() / "tiny-clip" / "v1-seed0", build_fn)   # build_fn(tmp_dir) writes files
 
 Every file of a finished build is listed in MANIFEST.json with its size and SHA-256. A directory

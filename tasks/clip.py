@@ -15,7 +15,7 @@ architecture's hub name (base-patch32, base-patch16, large-patch14), `{arch}` fo
 
 - Merged: only the vision tower (`CLIPVisionModel`: `embeddings.*`, `pre_layrnorm.*`,
   `encoder.layers.N.*`, `post_layernorm.*`). Features = the frozen visual projection of its pooled
-  output (`tasks.models.clip_vision_features`).
+  output (`bench.tasks.models.clip_vision_features`).
 - Heads: CLIP zero-shot classifiers from the pre-trained text tower: per class, the normalised mean
   of the normalised text embeddings of its prompts (class names and templates of the task-arithmetic
   release, tasks/clip_zeroshot.json), times the logit scale; image features are normalised first.
@@ -54,11 +54,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.merge import Params
-from bench.registry import SUITES, BenchError, unknown_choice
-from tasks import hub
-from tasks.base import ModelSuite, device_generator, select_tasks
-from tasks.cache import cache_root, cached_build
-from tasks.clip_backends import ARCHS, Loaded, Preprocess, load_hf, load_open_clip, load_random
+from bench.registry import BenchError, unknown_choice
+from bench.tasks import hub
+from bench.tasks.base import ModelSuite, device_generator, select_tasks
+from bench.tasks.cache import cache_root, cached_build
+from bench.tasks.clip_backends import ARCHS, Loaded, Preprocess, load_hf, load_open_clip, load_random
 
 TASKS = ["sun397", "stanford-cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd"]
 DATASETS = {"sun397": "tanganke/sun397", "stanford-cars": "tanganke/stanford_cars", "resisc45": "tanganke/resisc45",
@@ -137,9 +137,6 @@ _DESC = ("CLIP {}: vision tower fine-tuned on sun397, stanford-cars, resisc45, e
          "(hub or local; zero-shot heads; weights=random for benchmarks)")
 
 
-@SUITES.register("clip-vit-l14", _DESC.format("ViT-L/14"), arch="ViT-L-14")
-@SUITES.register("clip-vit-b16", _DESC.format("ViT-B/16"), arch="ViT-B-16")
-@SUITES.register("clip-vit-b32", _DESC.format("ViT-B/32"), arch="ViT-B-32")
 class CLIPSuite(ModelSuite):
     version = "2"                  # 2: labels are never re-mapped by name unless asked (remap_labels)
     objective = "accuracy"

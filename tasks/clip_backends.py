@@ -1,6 +1,6 @@
 """The CLIP suites' backbone loaders, one per backend, each returning the same `Loaded` structure.
 
-    >>> from tasks.clip_backends import load_random
+    >>> from bench.tasks.clip_backends import load_random
     >>> b = load_random("hf", "ViT-B-32", "", {"mnist": 10}, seed=0)
     >>> type(b.tower).__name__, b.preprocess.crop, tuple(b.heads["mnist"].shape)
     ('CLIPVisionModel', 224, (10, 512))
@@ -31,8 +31,8 @@ from torch.func import functional_call
 
 from bench.merge import Params, check_compatible
 from bench.registry import BenchError, unknown_choice
-from tasks import hub
-from tasks.models import backbone_params, clip_vision_features, quiet_hf
+from bench.tasks import hub
+from bench.tasks.models import backbone_params, clip_vision_features, quiet_hf
 
 # Vision-tower sizes of the published architectures (transformers CLIPVisionConfig fields).
 ARCHS = {

@@ -10,12 +10,12 @@ sst2, data `nyu-mll/glue:<task>`. Every id is config (a hub id or a local direct
 
 - Merged: only the transformer body (`GPT2Model`: `wte`, `wpe`, `h.N.*`, `ln_f`). Each task keeps
   its own fine-tuned `score` layer as its frozen head; features are the hidden state of the last
-  non-pad token (`tasks.models.gpt2_features`), as `GPT2ForSequenceClassification` pools.
+  non-pad token (`bench.tasks.models.gpt2_features`), as `GPT2ForSequenceClassification` pools.
 - Inputs: the pre-trained tokenizer on the task's text column(s) (a sentence pair is passed as a
   pair, as FusionBench tokenises), truncated to `max_length` = 512 tokens as FusionBench's tokenizer
   does (GPT-2 itself takes 1024), right-padded with the EOS token.
   Stored per split padded to that split's longest sequence and cut per batch to the batch's longest
-  (`tasks.models.trim_padding`); evaluation splits are sorted by length so batches carry little padding.
+  (`bench.tasks.models.trim_padding`); evaluation splits are sorted by length so batches carry little padding.
 - Splits: GLUE's test labels are hidden, so the suite's **test** split is GLUE's validation split
   (validation_matched for mnli), the split the published numbers report; **val** is 10 % of GLUE
   train drawn with a fixed seed (tasks/hub.py `carve`); **train** is the rest of GLUE train.
@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 from bench.merge import Params, check_compatible
-from bench.registry import SUITES, BenchError
-from tasks import hub
-from tasks.base import ModelSuite, select_tasks
-from tasks.cache import cache_root, cached_build
-from tasks.models import backbone_params, gpt2_features, quiet_hf, trim_padding
+from bench.registry import BenchError
+from bench.tasks import hub
+from bench.tasks.base import ModelSuite, select_tasks
+from bench.tasks.cache import cache_root, cached_build
+from bench.tasks.models import backbone_params, gpt2_features, quiet_hf, trim_padding
 
 TASKS = ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2"]
 DATASETS = {t: f"nyu-mll/glue:{t}" for t in TASKS}
@@ -66,8 +66,6 @@ def tokenize(tokenizer, columns: list[list[str]], max_length: int, pad_id: int) 
     return {"input_ids": out_ids, "attention_mask": mask}
 
 
-@SUITES.register("gpt2-glue", "GPT-2 body fine-tuned on GLUE cola, mnli, mrpc, qnli, qqp, rte, sst2 "
-                              "(hub or local; per-task score heads; weights=random for benchmarks)")
 class GPT2GLUE(ModelSuite):
     name = "gpt2-glue"
     version = "2"                  # 2: inputs truncated at 512 tokens (was 1024), as FusionBench

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from bench.registry import BenchError
-from tasks.models import quiet_hf
+from bench.tasks.models import quiet_hf
 
 MODEL_FILES = ("*.json", "*.txt", "*.model", "*.safetensors")   # configs, tokenizers, weights
 MODEL_FILES_BIN = ("*.json", "*.txt", "*.model", "pytorch_model*.bin")   # repos without safetensors

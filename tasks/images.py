@@ -1,6 +1,6 @@
 """Procedural 32×32 image-classification tasks for the tiny-clip suite (deterministic, offline).
 
-    >>> from tasks.images import TASKS, generate
+    >>> from bench.tasks.images import TASKS, generate
     >>> x, y = generate("digits", 8, seed=0)
     >>> x.shape, x.dtype, y.tolist()[:4], TASKS["digits"].classes[:3]
     ((8, 3, 32, 32), dtype('uint8'), [6, 2, 4, 0], ['0', '1', '2'])

@@ -1,10 +1,10 @@
 """`OfflineSuite`: what the offline suites (tiny-clip, tiny-gpt2) share: their common options, the
 cache id of a build, the build itself and its process pool, and the learning-rate schedule.
 
-    >>> from tasks.offline import schedule
+    >>> from bench.tasks.offline import schedule
     >>> [round(schedule(step, 10, warmup_frac=0.2), 3) for step in (0, 1, 2, 9)]
     [0.5, 1.0, 1.0, 0.038]
-    >>> from tasks.tiny_gpt2 import TinyGPT2
+    >>> from bench.tasks.tiny_gpt2 import TinyGPT2
     >>> TinyGPT2.build_id(0, TinyGPT2.default_sizes())
     'v2-seed0'
     >>> TinyGPT2.build_id(1, {**TinyGPT2.default_sizes(), "finetune_steps": 3})
@@ -46,10 +46,10 @@ from tqdm.auto import tqdm
 
 from bench.evaluator import Evaluator
 from bench.registry import BenchError
-from tasks.base import ModelSuite, select_tasks
-from tasks.cache import cache_root, cached_build, manifest_info
-from tasks.models import quiet_hf
-from tasks.quality import format_bars, pair_line, quality_bars
+from bench.tasks.base import ModelSuite, select_tasks
+from bench.tasks.cache import cache_root, cached_build, manifest_info
+from bench.tasks.models import quiet_hf
+from bench.tasks.quality import format_bars, pair_line, quality_bars
 
 COMMON_OPTIONS = ("names", "seed", "cache_dir", "build_workers")   # every other option is a build size
 

@@ -1,6 +1,6 @@
 """Templated English sentences for the tiny-gpt2 suite, and its word-level tokenizer (deterministic, offline).
 
-    >>> from tasks.text import TASKS, generate
+    >>> from bench.tasks.text import TASKS, generate
     >>> texts, labels = generate("negation", 3, seed=0)
     >>> len(texts), labels.dtype.name, TASKS["negation"].classes
     (3, 'int64', ['negative', 'positive'])

@@ -3,7 +3,6 @@
     python -m bench run method=ta_grid tasks=tiny-clip tasks.names=[digits,dots]
 
     >>> from bench.registry import SUITES
-    >>> import tasks
     >>> suite = SUITES.build("tiny-clip", names=["digits", "shapes"])   # doctest: +SKIP
     >>> suite.tasks, suite.task_vectors()["encoder.layers.0.mlp.fc1.weight"].shape  # doctest: +SKIP
     (['digits', 'shapes'], torch.Size([2, 256, 64]))
@@ -39,11 +38,11 @@ import torch
 from safetensors.torch import load_file
 
 from bench.merge import Params, stack_task_vectors
-from bench.registry import SUITES
-from tasks.base import SPLITS
-from tasks.images import TASKS
-from tasks.models import backbone_params, clip_vision_features
-from tasks.offline import OfflineSuite
+
+from bench.tasks.base import SPLITS
+from bench.tasks.images import TASKS
+from bench.tasks.models import backbone_params, clip_vision_features
+from bench.tasks.offline import OfflineSuite
 
 TASK_NAMES = list(TASKS)
 MODEL = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=64, num_hidden_layers=4,
@@ -59,7 +58,6 @@ def standardize(pixels: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-@SUITES.register("tiny-clip", "tiny CLIPVisionModel (32 px, width 64, 4 layers) on 7 procedural image tasks, built offline")
 class TinyClip(OfflineSuite):
     name = "tiny-clip"
     version = "1"
@@ -120,12 +118,12 @@ class TinyClip(OfflineSuite):
 
     @classmethod
     def build_theta0(cls, out, seed, sizes, timings):
-        from tasks.tiny_clip_build import build_theta0
+        from bench.tasks.tiny_clip_build import build_theta0
 
         build_theta0(out, seed, sizes, timings)
 
     @classmethod
     def finetune_task(cls, out, seed, sizes, task):
-        from tasks.tiny_clip_build import finetune
+        from bench.tasks.tiny_clip_build import finetune
 
         finetune(out, seed, task, sizes["finetune_steps"])

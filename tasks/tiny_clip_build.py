@@ -1,6 +1,6 @@
 """The tiny-clip build recipe: procedural data, θ0 pre-training with held-out classes, fine-tuning.
 
-    >>> from tasks.tiny_clip_build import heldout_classes
+    >>> from bench.tasks.tiny_clip_build import heldout_classes
     >>> heldout_classes(0)["digits"]
     [0, 5, 8]
 
@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from tasks.base import SPLITS
-from tasks.images import TASKS, generate
-from tasks.offline import fit
-from tasks.tiny_clip import MODEL, TASK_NAMES, TinyClip, standardize
+from bench.tasks.base import SPLITS
+from bench.tasks.images import TASKS, generate
+from bench.tasks.offline import fit
+from bench.tasks.tiny_clip import MODEL, TASK_NAMES, TinyClip, standardize
 
 HELDOUT_FRAC = 0.25          # share of each task's classes never seen in pre-training
 PRETRAIN = dict(lr=2e-3, weight_decay=0.05, per_task_batch=16)

@@ -3,7 +3,6 @@
     python -m bench run method=ta_grid tasks=tiny-gpt2 tasks.names=[sentiment,negation]
 
     >>> from bench.registry import SUITES
-    >>> import tasks
     >>> suite = SUITES.build("tiny-gpt2", names=["topic", "agreement"])   # doctest: +SKIP
     >>> suite.tasks, suite.task_vectors()["h.0.mlp.c_fc.weight"].shape  # doctest: +SKIP
     (['topic', 'agreement'], torch.Size([2, 64, 256]))
@@ -22,7 +21,7 @@ The build (the five tasks of tasks/text.py, once per version × seed × build si
   2. θ0: causal-LM pre-training of a `GPT2LMHeadModel` (tied embeddings) on the mixed corpus of all
      tasks' training sentences (no label is ever seen); its `transformer` is θ0;
   3. heads: class k of every task is read from θ0's output embedding of the k-th answer word
-     (`tasks.text.ANSWER_WORDS`: near, behind, with, beside, above), the way a prompted LM answers
+     (`bench.tasks.text.ANSWER_WORDS`: near, behind, with, beside, above), the way a prompted LM answers
      with fixed answer words, or CLIP's zero-shot heads come from the pre-trained model; each head
      is a per-task Linear copy of those rows, frozen from the start;
   4. θ_i: the whole body fine-tuned on task i from θ0 under its frozen head (AdamW, lr 3e-3, 300
@@ -49,11 +48,11 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.merge import Params, stack_task_vectors
-from bench.registry import SUITES
-from tasks.base import SPLITS
-from tasks.models import backbone_params, gpt2_features, trim_padding
-from tasks.offline import OfflineSuite, fit
-from tasks.text import ANSWER_WORDS, MAX_WORDS, TASKS, build_tokenizer, encode, generate_splits
+
+from bench.tasks.base import SPLITS
+from bench.tasks.models import backbone_params, gpt2_features, trim_padding
+from bench.tasks.offline import OfflineSuite, fit
+from bench.tasks.text import ANSWER_WORDS, MAX_WORDS, TASKS, build_tokenizer, encode, generate_splits
 
 TASK_NAMES = list(TASKS)
 MAX_LENGTH = MAX_WORDS + 1                      # + [EOS]
@@ -74,7 +73,6 @@ def gpt2_config(tokenizer, num_labels: int = 2):
 
 
 # ---- the suite --------------------------------------------------------------------------------
-@SUITES.register("tiny-gpt2", "tiny GPT2ForSequenceClassification (width 64, 2 layers) on 5 templated text tasks, built offline")
 class TinyGPT2(OfflineSuite):
     name = "tiny-gpt2"
     version = "2"   # 1: an unreleased draft (six tasks, heads trained per task)

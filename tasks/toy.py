@@ -14,13 +14,12 @@ import torch
 from scipy.optimize import nnls
 
 from bench.rays import simplex_grid
-from bench.registry import SUITES, BenchError
-from tasks.base import Suite
+from bench.registry import BenchError
+from bench.tasks.base import Suite
 
 MAX_TASKS = 8
 
 
-@SUITES.register("toy-quadratic", "analytic quadratic losses, closed-form Pareto front (T = 2..8)")
 class ToyQuadratic(Suite):
     name = "toy-quadratic"
     version = "1"

@@ -4,7 +4,7 @@
     moe.set_preference([0.3, 0.7]); out = moe(pixel_values=x)
     dense = moe.unload([0.3, 0.7])            # a plain backbone module; `moe` stays usable
 
-The harness merges flat parameter dicts (`methods.pwe_moe.upscale.MergePlan`); here the backbone
+The harness merges flat parameter dicts (`bench.methods.pwe_moe.upscale.MergePlan`); here the backbone
 module itself has each routed parameter parametrized by its router (torch.nn.utils.parametrize),
 as the authors' `ParetoWeightEnsemblingModule` wraps modules, and `sequential_router` rebuilds one
 router as the paper's `nn.Sequential`. The tests hold the two against each other.

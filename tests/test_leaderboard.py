@@ -76,7 +76,7 @@ def test_spec_errors_are_one_line(spec_file, tmp_path):
         load_spec(spec_file, ["sedes=[0]"])
     bad = tmp_path / "bad.yaml"
     bad.write_text(textwrap.dedent(TINY).replace("kind: search", "kind: grid"))
-    with pytest.raises(BenchError, match=r"methods.ta_grid.kind='grid'; valid: search, per_ray, trained"):
+    with pytest.raises(BenchError, match=r"bench.methods.ta_grid.kind='grid'; valid: search, per_ray, trained"):
         load_spec(bad)
     with pytest.raises(BenchError, match="does not exist"):
         load_spec(tmp_path / "nope.yaml")

@@ -22,10 +22,10 @@ from bench.evaluator import Evaluator
 from bench.merge import task_arithmetic
 from bench.registry import METHODS, SUITES, BenchError
 from bench.run import run
-from methods import epo_solver
-from methods.scalarize import combine, gram, per_task_grads
-from methods.epo_solver import adjustments, epo_weights, non_uniformity
-from methods.ray_training import init_trainable, merged_params, resolve_rays
+from bench.methods import epo_solver
+from bench.methods.scalarize import combine, gram, per_task_grads
+from bench.methods.epo_solver import adjustments, epo_weights, non_uniformity
+from bench.methods.ray_training import init_trainable, merged_params, resolve_rays
 from bench.rays import simplex_grid
 
 

@@ -16,9 +16,9 @@ from bench.cli import main as cli
 from bench.evaluator import Evaluator
 from bench.merge import task_arithmetic
 from bench.registry import METHODS, SUITES, BenchError
-from methods import map_adaptive as ma
-from methods import map_search as mq
-from methods import map_surrogate as ms
+from bench.methods import map_adaptive as ma
+from bench.methods import map_search as mq
+from bench.methods import map_surrogate as ms
 
 
 class CountingEvaluator(Evaluator):

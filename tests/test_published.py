@@ -23,11 +23,11 @@ from PIL import Image
 from bench.cli import main
 from bench.evaluator import Evaluator
 from bench.registry import SUITES, BenchError
-from methods.ta_grid import TAGrid
-from tasks import hub
-from tasks.clip import CLIPSuite
-from tasks.clip import label_mapping, zeroshot_metadata, zeroshot_weights
-from tasks.gpt2_glue import tokenize
+from bench.methods.ta_grid import TAGrid
+from bench.tasks import hub
+from bench.tasks.clip import CLIPSuite
+from bench.tasks.clip import label_mapping, zeroshot_metadata, zeroshot_weights
+from bench.tasks.gpt2_glue import tokenize
 
 SEED = 0
 
@@ -584,7 +584,7 @@ def test_gpt2_random_weights_short_sequences(out):
     assert rec["suite_config"]["params"] == 50257 * d + 1024 * d + 12 * block + 2 * d == 124439808
     assert rec["suite_config"]["split_sizes"]["mnli"] == {"train": 4, "val": 4, "test": 4}
     # synthetic batches: lengths in 8..16, right padding, cut to the batch's longest
-    from tasks.gpt2_glue import _synthetic
+    from bench.tasks.gpt2_glue import _synthetic
 
     raw = _synthetic(64, 16, 3, torch.Generator().manual_seed(0), sort=True)
     lengths = raw["attention_mask"].sum(1)

@@ -19,11 +19,11 @@ from transformers.models.gpt2.modeling_gpt2 import GPT2MLP, GPT2Attention
 from bench.cli import main as cli
 from bench.merge import stack_task_vectors, task_arithmetic
 from bench.registry import METHODS, BenchError
-from methods.pwe_moe import Routers, module_groups, router_param_count, unload
+from bench.methods.pwe_moe import Routers, module_groups, router_param_count, unload
 from tests.pwe_moe_oracle import PWEMoEModel, sequential_router
-from methods.pwe_moe.trainer import build_plan, router_step, train_routers
-from tasks.base import ModelSuite
-from tasks.models import backbone_params, clip_vision_features, gpt2_features
+from bench.methods.pwe_moe.trainer import build_plan, router_step, train_routers
+from bench.tasks.base import ModelSuite
+from bench.tasks.models import backbone_params, clip_vision_features, gpt2_features
 
 
 # ---- a tiny random suite of either architecture ------------------------------------------------
@@ -222,9 +222,9 @@ def test_gradients_reach_only_the_routers(scalarizer):
 
 
 def test_epo_direction_is_alpha_weighted_router_gradients():
-    """pwe_moe_epo's step: Σ α_i ∇_φ L_i with α from methods.epo_solver on C = G Gᵀ, where G is
+    """pwe_moe_epo's step: Σ α_i ∇_φ L_i with α from bench.methods.epo_solver on C = G Gᵀ, where G is
     recomputed here by brute force (a full backward per task, straight to the router parameters)."""
-    from methods.epo_solver import epo_weights
+    from bench.methods.epo_solver import epo_weights
 
     suite = FakeSuite("gpt2", num_tasks=3)
     plan = build_plan(suite, "mlp", 0.3)
@@ -333,7 +333,7 @@ def test_tiny_clip_export_reloads_and_scores_like_the_record(clip_runs, tmp_path
 
     from bench.evaluator import Evaluator
     from bench.registry import SUITES
-    from methods.pwe_moe import load_state
+    from bench.methods.pwe_moe import load_state
 
     rec = _record(clip_runs, "tiny-clip", "pwe_moe_ls")
     suite = SUITES.build("tiny-clip", names=["digits", "dots"])
@@ -362,7 +362,7 @@ def test_tiny_clip_export_reloads_and_scores_like_the_record(clip_runs, tmp_path
 def test_tiny_gpt2_conv1d_end_to_end(tmp_path):
     """GPT-2 (Conv1D weights) through the same code: run, router count, export, from_pretrained."""
     from bench.registry import SUITES
-    from methods.pwe_moe import load_state
+    from bench.methods.pwe_moe import load_state
 
     names = SUITES.build("tiny-gpt2").tasks[:2]
     subset = f"tasks.names=[{','.join(names)}]"

@@ -10,7 +10,7 @@ import torch
 
 from bench.evaluator import Evaluator
 from bench.registry import METHODS, SUITES
-from methods.scalarize import descent, min_norm_weights, scalarized
+from bench.methods.scalarize import descent, min_norm_weights, scalarized
 
 
 def toy_minimiser(method: str, ray, **kw) -> tuple[np.ndarray, np.ndarray]:

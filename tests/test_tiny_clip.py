@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-import tasks.tiny_clip as tc
-from tasks import quality
+import bench.tasks.tiny_clip as tc
+from bench.tasks import quality
 from bench.evaluator import Evaluator, references
 from bench.indicators import nondominated_mask
 from bench.merge import params_hash
 from bench.registry import SUITES, BenchError
-from tasks.cache import MANIFEST, verify
+from bench.tasks.cache import MANIFEST, verify
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(train_size=60, val_size=7, test_size=14, pretrain_steps=4, finetune_steps=3)

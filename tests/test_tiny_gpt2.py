@@ -21,9 +21,9 @@ from bench import indicators
 from bench.evaluator import Evaluator
 from bench.merge import params_hash
 from bench.registry import SUITES, BenchError
-from tasks import quality, tiny_gpt2
-from tasks.cache import MANIFEST, verify
-from tasks.text import TASKS, build_tokenizer, encode, generate
+from bench.tasks import quality, tiny_gpt2
+from bench.tasks.cache import MANIFEST, verify
+from bench.tasks.text import TASKS, build_tokenizer, encode, generate
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(train_size=48, val_size=8, test_size=16, pretrain_steps=2, finetune_steps=2)
@@ -235,7 +235,7 @@ def test_text_generation_is_deterministic_and_labels_follow_the_slots():
     x1, y1 = generate("agreement", 60, seed=3)
     x2, y2 = generate("agreement", 60, seed=3)
     assert x1 == x2 and (y1 == y2).all() and generate("agreement", 60, seed=4)[0] != x1
-    from tasks import text
+    from bench.tasks import text
 
     number = {w: i for pairs in text.NOUNS.values() for p in pairs for i, w in enumerate(p)}
     verbs = {w: i for vs in (text.VERBS, text.VERBS_POSITIVE, text.VERBS_NEGATIVE) for p in vs for i, w in enumerate(p)}

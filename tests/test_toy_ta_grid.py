@@ -9,7 +9,7 @@ from bench import indicators
 from bench.evaluator import Evaluator
 from bench.merge import task_arithmetic
 from bench.registry import SUITES, BenchError
-from methods.ta_grid import TAGrid, grid_coefficients
+from bench.methods.ta_grid import TAGrid, grid_coefficients
 
 
 @pytest.mark.parametrize("T", [2, 3, 5])

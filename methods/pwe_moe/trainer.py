@@ -20,7 +20,7 @@ Fusion", 2024 (https://arxiv.org/abs/2406.09770); the authors' code is FusionBen
 Defaults: `steps=300` (the authors' scripts use 2000–4000 steps on ViT-B/32; 300 suffices for the
 routers' few hundred parameters on the tiny suites and keeps a CPU run under a minute; raise it
 for published suites), `batch_size=null` → 16 per task for image suites and 8 for text suites
-(the authors'). The trained routers are saved with the run as `routers.pt` (methods.conditioned.save_net),
+(the authors'). The trained routers are saved with the run as `routers.pt` (bench.methods.conditioned.save_net),
 which `python -m bench export` reads back; it never retrains.
 """
 from __future__ import annotations
@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from bench.merge import Params
-from bench.registry import METHODS
-from methods.conditioned import Conditioned, load_net, step, train
-from methods.pwe_moe.router import Routers
-from methods.pwe_moe.upscale import MergePlan, check_groups, module_groups
+
+from bench.methods.conditioned import Conditioned, load_net, step, train
+from bench.methods.pwe_moe.router import Routers
+from bench.methods.pwe_moe.upscale import MergePlan, check_groups, module_groups
 
 ROUTER_FILE = "routers.pt"
 
@@ -68,7 +68,7 @@ def router_step(suite, plan: MergePlan, routers: Routers, ray: torch.Tensor, bat
 
 def train_routers(suite, plan: MergePlan, routers: Routers, *, scalarizer: str, steps: int, lr: float,
                   batch_size: int, dirichlet_alpha: float, seed: int, eps: float = 1e-4, checkpoints=None) -> dict:
-    """Adam on the routers (methods.conditioned.train); returns the training facts."""
+    """Adam on the routers (bench.methods.conditioned.train); returns the training facts."""
     return train(suite, RoutedMerge(plan, routers), scalarizer=scalarizer, steps=steps, lr=lr, batch_size=batch_size,
                  dirichlet_alpha=dirichlet_alpha, seed=seed, eps=eps, desc=f"pwe_moe_{scalarizer} routers",
                  checkpoints=checkpoints)
@@ -86,8 +86,6 @@ def unload(plan: MergePlan, routers: Routers, ray) -> Params:
     return RoutedMerge(plan, routers)(torch.as_tensor(np.asarray(ray, dtype=np.float32)))
 
 
-@METHODS.register("pwe_moe_ls", scalarizer="ls")
-@METHODS.register("pwe_moe_epo", scalarizer="epo")
 @dataclass(frozen=True)
 class PWEMoE(Conditioned):
     """Pareto weight-ensembling MoE: one set of routers, a dense model for every preference."""
