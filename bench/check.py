@@ -210,7 +210,7 @@ def updated(baseline: dict, record, got: dict[str, Any]) -> dict:
         entries[key] = {"expected": value, **tol}
     env = record.env
     prov = {"updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            **{k: env.get(k) for k in ("git", "python", "torch", "pymoo", "device", "cpu_isa")},
+            **{k: env.get(k) for k in ("git", "python", "torch", "transformers", "pymoo", "device", "cpu_isa", "cpu")},
             "suite_version": record.suite_version}
     return {"description": baseline.get("description", ""), "overrides": baseline["overrides"],
             "entries": entries, "provenance": prov}
@@ -307,6 +307,10 @@ def cmd_check(opts: dict) -> int:
         elif bad:
             drifted.append(name)
             print(format_drift(name, rows))
+            made_on, here = (b.get("provenance") or {}).get("cpu"), record.env.get("cpu")
+            if made_on != here:
+                print(f"  note: made on {made_on or 'an unrecorded CPU'}, run on {here}: CPU runs (suite builds, "
+                      f"training) differ across processor vendors even with the instruction set pinned")
         else:
             print(f"ok    {name} ({len(rows) - len(new)} entries)" + (f"; not in the baseline: {', '.join(new)}" if new else ""))
     if update:

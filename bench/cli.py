@@ -110,11 +110,15 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("check", "bench.check:cmd_check", "Re-run results/baselines and exit 1 on drift (--update rewrites them).",
             ("python -m bench check", "python -m bench check only=ta_grid-toy-quadratic-2t-grid",
              "python -m bench check --update only=NAME",
-             "python -m bench check into=results/runs/leaderboard seeds=[0,1,2]"),
+             "python -m bench check into=results/runs/leaderboard seeds=[0,1,2]",
+             "python -m bench check published=fusionbench-clip-vit-b32-ta device=cuda"),
             {"only": Option(None, "baseline names, comma-separated (default: all)"),
              "baselines": Option(None, "directory of baselines (default: results/baselines)"),
              "into": Option(None, "run the configs into this results root and keep the records (no comparison)"),
-             "seeds": Option(None, "with into=: seeds to run, e.g. [0,1,2]")},
+             "seeds": Option(None, "with into=: seeds to run, e.g. [0,1,2]"),
+             "published": Option(None, "reproduce a published reference (results/published/NAME.yaml, or a .yaml path) "
+                                       "on the real checkpoints; other key=value are `bench run` overrides (device=cuda, "
+                                       "tasks.pretrained=DIR, out=DIR); exit 1 outside its tolerance")},
             {"--update": "rewrite the expected values (tolerances are kept)"}),
     Command("export", "bench.export:cmd_export", "Write the merged model of a trained run at one preference (save_pretrained).",
             ("python -m bench export method=pwe_moe_ls tasks=tiny-clip 'tasks.names=[digits,dots]' "
@@ -152,12 +156,16 @@ def _dispatch(name: str, rest: list[str]) -> int:
         if any(a in ("-h", "--help") for a in rest):
             print(cmd.help())
             return 0
-        from bench.config import plugin_overrides
+        from bench.config import plugin_overrides, quote_templates
         from bench.registry import load_plugins
 
+        rest = quote_templates(rest)              # tasks.finetuned=/m/ft_{task} as printed, no quotes needed
         load_plugins(plugin_overrides(rest))      # any command: plugins=[pkg, ...] before a name is resolved
         if not cmd.raw:                           # (run and export keep it: a setting of the run, recorded)
             rest = [a for a in rest if a.split("=", 1)[0] != "plugins"]
+        if name == "check" and any(a.split("=", 1)[0] == "published" for a in rest):
+            from bench.published import cmd_published      # its other arguments are `bench run` overrides
+            return int(cmd_published(rest))
         module, fn = cmd.target.split(":")
         handler = getattr(importlib.import_module(module), fn)
         return int(handler(rest if cmd.raw else cmd.parse(rest)) or 0)
@@ -320,10 +328,12 @@ def cmd_ls(opts: dict) -> int:
         registry = GROUPS[group]
         print(f"{title}:")
         for n in registry.names():
-            print(f"  {n:<14} {registry.description(n)}")
-    print("presets (tasks=NAME):")
-    for name, base in presets("tasks").items():
-        print(f"  {name:<14} {base} with options of bench/conf/tasks/{name}.yaml")
+            e = registry.entry(n)
+            print(f"  {n:<14} {registry.description(n)}" + (f"  [plugin {e.source.describe()}]" if e.plugin else ""))
+    for group in ("method", "tasks"):
+        print(f"presets ({group}=NAME):")
+        for name, base in presets(group).items():
+            print(f"  {name:<20} {base} with options of bench/conf/{group}/{name}.yaml")
     return 0
 
 
@@ -335,7 +345,8 @@ def _ls_entry(name: str) -> int:
         raise BenchError(unknown_choice("method or suite", name, sorted(n for r in GROUPS.values() for n in r.names())))
     entry = GROUPS[group].entry(name)
     docs = comments(entry.obj)
-    print(f"{name}: {entry.description}")
+    print(f"{name}: {GROUPS[group].description(name)}")
+    print(f"from: {entry.source.describe()} ({entry.ref})")
     paper = getattr(entry.obj, "paper", "")
     if paper:
         print(f"paper: {paper} {getattr(entry.obj, 'url', '')}".rstrip())

@@ -251,6 +251,25 @@ def store(group: str, names: list[str]) -> None:
         cs.store(group=group, name=entry.name, node={"name": entry.name, **defaults(entry.obj, entry.defaults)})
 
 
+TEMPLATE = re.compile(r"\{[A-Za-z_]\w*\}")
+
+
+def quote_templates(overrides: list[str]) -> list[str]:
+    """Overrides as a user types them: a value holding a `{task}` / `{Task}` template (tasks.finetuned=/m/ft_{task})
+    is quoted for Hydra, whose grammar reserves braces for dictionaries. Quoted values and lists are left as they are.
+
+    >>> quote_templates(["tasks.finetuned=/m/ft_{task}", "tasks.names=[a,b]", "x='{task}'"])
+    ["tasks.finetuned='/m/ft_{task}'", 'tasks.names=[a,b]', "x='{task}'"]
+    """
+    out = []
+    for o in overrides:
+        key, eq, value = o.partition("=")
+        if eq and TEMPLATE.search(value) and value[:1] not in "'\"[{" and "'" not in value and "," not in value:
+            o = f"{key}='{value}'"
+        out.append(o)
+    return out
+
+
 def parse(overrides: list[str]):
     """Hydra's override objects, or one line quoting the override that does not parse."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -36,10 +36,11 @@ from pathlib import Path
 import pandas as pd
 
 from bench.record import atomic_write_text
-from bench.registry import BenchError, unknown_choice
+from bench.registry import BenchError, load_plugins, unknown_choice
 
 KINDS = ("search", "per_ray", "trained")
-KEYS = ("scale", "seeds", "jobs", "resamples", "runs", "out", "suites", "methods", "matched_steps", "per_t", "readme")
+KEYS = ("scale", "seeds", "jobs", "resamples", "runs", "out", "suites", "methods", "matched_steps", "per_t", "readme",
+        "plugins")
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,9 @@ class Job:
     def T(self) -> int:
         return self.tasks if isinstance(self.tasks, int) else len(self.tasks)
 
-    def argv(self, runs: str) -> list[str]:
+    def argv(self, runs: str, plugins: list[str] = ()) -> list[str]:
         return [f"method={self.method}", f"tasks={self.suite}", *self.overrides, f"seed={self.seed}",
-                f"out={runs}", "device=cpu", "threads=1"]
+                f"out={runs}", "device=cpu", "threads=1", *([f"plugins=[{','.join(plugins)}]"] if plugins else [])]
 
     def line(self) -> str:
         return f"{self.suite} T={self.T} {self.method} [{self.budget}] seed={self.seed}: {' '.join(self.overrides)}"
@@ -77,6 +78,7 @@ class Spec:
     matched_steps: int = 300
     per_t: dict = field(default_factory=dict)      # {T: {method: {KEY: V}}}: method options at that T
     readme: str | None = None                      # a README whose leaderboard block gets the main tables
+    plugins: list = field(default_factory=list)    # plugins= modules (methods, suites of other packages), every job
 
     def note(self) -> str:
         """The budget paragraph printed above the tables."""
@@ -225,7 +227,7 @@ def run_jobs(jobs: list[Job], spec: Spec, log=print) -> tuple[pd.DataFrame, list
     rows, failed, t0 = [], [], time.perf_counter()
     Path(spec.runs).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(spec.jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_work, j.argv(spec.runs)): j for j in jobs}
+        futures = {pool.submit(_work, j.argv(spec.runs, spec.plugins)): j for j in jobs}
         for i, fut in enumerate(as_completed(futures), 1):
             j = futures[fut]
             try:
@@ -336,6 +338,7 @@ def main(argv: list[str]) -> int:
         print(__doc__.split("\n\n")[1])
         return 2
     spec = load_spec(argv[0], [a for a in argv[1:] if "=" in a])
+    load_plugins(spec.plugins)           # here and, through each job's plugins=, in every worker
     if "--plan" in argv:
         jobs = plan(spec)
         print("\n".join(j.line() for j in jobs))

@@ -213,9 +213,19 @@ def loaded_plugins() -> list[str]:
 
 
 def _entry_points(group: str) -> list:
-    from importlib.metadata import entry_points
+    """Every distribution's entry points in `group`. Not `importlib.metadata.entry_points(group=)`: it keeps
+    one entry point per name, so a second plugin claiming a name would silently lose instead of being named."""
+    import re
+    from importlib.metadata import distributions
 
-    return sorted(entry_points(group=group), key=lambda ep: ep.name)
+    seen, out = set(), []
+    for dist in distributions():
+        name = re.sub(r"[-_.]+", "-", (dist.metadata["Name"] or "")).lower()
+        if name in seen:                  # the same distribution found twice on sys.path: the first wins
+            continue
+        seen.add(name)
+        out += [ep for ep in dist.entry_points if ep.group == group]
+    return sorted(out, key=lambda ep: (ep.name, ep.value))
 
 
 def _resolve(ref: str, name: str, source: Source) -> Any:
@@ -263,6 +273,11 @@ def _first_line(obj: Any) -> str:
 
 
 def _version() -> str:
-    from bench import __version__
+    """This harness's version, from its installed metadata (a Ray or joblib worker started in a directory holding
+    a folder named bench/ may see `bench` as that namespace folder, without bench/__init__.py's attributes)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("pareto-merge-bench")
+    except PackageNotFoundError:
+        return "unknown"

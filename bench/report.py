@@ -296,7 +296,8 @@ def table_notes(table: Table) -> list[str]:
     repeats = table.rows[table.rows["runs"] > table.rows["n"]]
     if len(repeats):
         notes.append(f"Repeated runs of the same config and seed are averaged as one seed ({', '.join(repeats['label'])}).")
-    kinds = {"process_max_rss": "process max RSS (CPU)", "cuda_max_allocated": "CUDA max allocated"}
+    kinds = {"run_max_rss": "the run's max RSS (CPU)", "process_max_rss": "process max RSS (CPU, since the process started)",
+             "cuda_max_allocated": "CUDA max allocated"}
     notes.append("Peak memory: " + ", ".join(kinds.get(k, k) for k in table.mem_kinds) + ".")
     if table.objective == "loss":
         notes.append("Objective: loss (lower is better); normalised HV is defined for accuracy suites only.")

@@ -7,7 +7,9 @@ validated config (bench.config.compose).
 """
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
+import gc
 import os
 import platform
 import random
@@ -79,7 +81,7 @@ def run(cfg) -> Path:
             cost={"wall_s": wall, "cpu_s": cpu, **({"compile_s": compile_s} if s.compile else {}),
                   "evaluations": evaluator.evaluations, "evaluations_by_split": dict(evaluator.counts),
                   "train_steps": 0, "trainable_params": 0, **front.cost, "peak_mem_mb": peak,
-                  "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
+                  "peak_mem_kind": peak_memory_kind(device),
                   **({"resumed_from": directory.name, "evaluations_reused": evaluator.reused} if s.resume else {})},
             env={**environment(device), "deterministic": deterministic},
             plugins=tuple(plugins_used([METHODS.entry(cfg.method.name), SUITES.entry(cfg.tasks.name), *INDICATORS])))
@@ -146,15 +148,49 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+CLEAR_REFS, STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
+
+
 def reset_peak_memory(device: torch.device) -> None:
+    """The run's own peak from here: CUDA's peak allocated, and on Linux the process's resident high-water mark
+    (VmHWM, reset to the current RSS by writing 5 to /proc/self/clear_refs), so that a worker process running job
+    after job (the leaderboard's, a Hydra launcher's) reports each run's peak, not the largest so far."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    gc.collect()                               # an earlier run's garbage in this process: freed, and
+    _malloc_trim()                             # its heap pages handed back, so they are not counted here
+    try:
+        CLEAR_REFS.write_text("5")
+    except OSError:                            # not Linux, or /proc read-only: peak_memory_kind says so
+        pass
 
 
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # Linux: KiB
+    hwm = _vm_hwm_kib()
+    return (hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024.0   # KiB → MiB
+
+
+def peak_memory_kind(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "cuda_max_allocated"
+    return "run_max_rss" if _vm_hwm_kib() is not None and os.access(CLEAR_REFS, os.W_OK) else "process_max_rss"
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):           # not glibc
+        pass
+
+
+def _vm_hwm_kib() -> int | None:
+    try:
+        line = next(ln for ln in STATUS.read_text().splitlines() if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1])
 
 
 def new_run_id(seed: int) -> str:
@@ -165,8 +201,8 @@ def environment(device: torch.device) -> dict[str, str]:
     import pymoo
     import transformers
 
-    from bench import CPU_ISA
-
+    native = os.environ.get("PARETOBENCH_CPU_ISA", "avx2").lower() == "native"   # (bench/__init__.py; not read from
+                                                          # there: a worker may see bench/ as a user's namespace folder)
     try:
         git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                              text=True, timeout=5).stdout.strip() or "unknown"
@@ -176,7 +212,16 @@ def environment(device: torch.device) -> dict[str, str]:
     return {"git": git, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "pymoo": pymoo.__version__,
             "device": f"{device} ({name})", "threads": str(torch.get_num_threads()), "host_os": os.uname().sysname,
-            "cpu_isa": torch.backends.cpu.get_cpu_capability() if CPU_ISA != "native" else "native"}
+            "cpu_isa": torch.backends.cpu.get_cpu_capability() if not native else "native", "cpu": cpu_model()}
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux), recorded because CPU runs differ across vendors at the last digits."""
+    try:
+        return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
 
 
 def _fmt(v) -> str:

@@ -20,3 +20,4 @@ SUITES.declare("clip-vit-b16", f"{S}.clip:CLIPSuite", _CLIP.format("ViT-B/16"), 
 SUITES.declare("clip-vit-l14", f"{S}.clip:CLIPSuite", _CLIP.format("ViT-L/14"), arch="ViT-L-14")
 SUITES.declare("gpt2-glue", f"{S}.gpt2_glue:GPT2GLUE", "GPT-2 body fine-tuned on GLUE cola, mnli, mrpc, qnli, qqp, rte, "
                "sst2 (hub or local; per-task score heads; weights=random for benchmarks)")
+SUITES.declare("pool", f"{S}.pool:PoolSuite", "declared in YAML (tasks.spec=FILE): base + fine-tuned checkpoints or LoRA adapters")

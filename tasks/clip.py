@@ -132,6 +132,30 @@ class ZeroShotHead(torch.nn.Module):
         return F.linear(F.normalize(x, dim=-1), self.weight.to(x.dtype))
 
 
+def write_images(tmp: Path, ds, rows: np.ndarray, image_col: str, label_col: str | None, pre: Preprocess,
+                 workers: int, desc: str) -> np.ndarray | None:
+    """Preprocess rows `rows` of dataset split `ds` (`clip_image`, on `workers` threads) into
+    tmp/pixel_values.npy (uint8 [n, 3, crop, crop], written in chunks); returns their labels (int64;
+    None without `label_col`)."""
+    n, s = len(rows), pre.crop
+    pixels = np.lib.format.open_memmap(tmp / "pixel_values.npy", mode="w+", dtype=np.uint8, shape=(n, 3, s, s))
+    labels = np.empty(n, dtype=np.int64)
+    chunk = 256
+    with ThreadPoolExecutor(max(1, min(workers, os.cpu_count() or 1))) as pool, \
+            tqdm(total=n, desc=desc, unit="img", leave=False, disable=n < 2048) as bar:
+        for start in range(0, n, chunk):
+            part = ds[[int(i) for i in rows[start:start + chunk]]]
+            stop = start + len(part[image_col])
+            images = pool.map(lambda img: clip_image(img, pre), part[image_col])
+            pixels[start:stop] = np.stack(list(images))
+            if label_col is not None:
+                labels[start:stop] = part[label_col]
+            bar.update(stop - start)
+    pixels.flush()
+    del pixels
+    return labels if label_col is not None else None
+
+
 # ---- the suite -------------------------------------------------------------------------------------
 _DESC = ("CLIP {}: vision tower fine-tuned on sun397, stanford-cars, resisc45, eurosat, svhn, gtsrb, mnist, dtd "
          "(hub or local; zero-shot heads; weights=random for benchmarks)")
@@ -300,26 +324,13 @@ class CLIPSuite(ModelSuite):
         src = self._sources[task]
         ds = src["dd"][split_name]
         rows = np.arange(len(ds)) if idx is None else idx
-        n, s = len(rows), self.preprocess.crop
-        pixels = np.lib.format.open_memmap(tmp / "pixel_values.npy", mode="w+", dtype=np.uint8, shape=(n, 3, s, s))
-        labels = np.empty(n, dtype=np.int64)
-        chunk = 256
-        with ThreadPoolExecutor(max(1, min(self.preprocess_workers, os.cpu_count() or 1))) as pool, \
-                tqdm(total=n, desc=f"preprocessing {task}/{split_name}", unit="img", leave=False,
-                     disable=n < 2048) as bar:
-            for start in range(0, n, chunk):
-                part = ds[[int(i) for i in rows[start:start + chunk]]]
-                stop = start + len(part[src["label_col"]])
-                images = pool.map(lambda img: clip_image(img, self.preprocess), part[src["image_col"]])
-                pixels[start:stop] = np.stack(list(images))
-                labels[start:stop] = part[src["label_col"]]
-                bar.update(stop - start)
+        n = len(rows)
+        labels = write_images(tmp, ds, rows, src["image_col"], src["label_col"], self.preprocess,
+                              self.preprocess_workers, f"preprocessing {task}/{split_name}")
         if src["label_map"] is not None:
             labels = src["label_map"][labels]
         if n and (labels.min() < 0 or labels.max() >= src["num_classes"]):
             raise BenchError(f"dataset {self.datasets[task]!r} ({task}) has labels outside 0..{src['num_classes'] - 1}")
-        pixels.flush()
-        del pixels
         hub.save_arrays(tmp, {"labels": labels})
         return {"task": task, "split": split_name, "examples": n}
 

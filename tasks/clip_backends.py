@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -118,26 +118,12 @@ def _short(e: Exception) -> str:
 def load_hf(pretrained: str, finetuned: str, tasks: Sequence[str], data: Sequence[hub.Ref]) -> Loaded:
     """`pretrained`: a full CLIPModel with its tokenizer; `finetuned`: a CLIPVisionModel per task
     (`{task}` replaced); `data`: the dataset refs to resolve with them."""
-    from transformers import AutoTokenizer, CLIPModel, CLIPVisionModel
+    from transformers import CLIPVisionModel
 
     refs = [hub.Ref(pretrained, "tasks.pretrained"),
             *[hub.Ref(finetuned.replace("{task}", t), "tasks.finetuned") for t in tasks], *data]
     paths, revisions = _resolve(refs)
-    pre = paths[pretrained]
-    with quiet_hf():
-        try:
-            clip = CLIPModel.from_pretrained(str(pre))
-            tokenizer = AutoTokenizer.from_pretrained(str(pre))
-        except (OSError, ValueError) as e:
-            raise BenchError(f"tasks.pretrained={pretrained!r} is not a CLIP model with a tokenizer "
-                             f"({_short(e)})") from None
-    clip.eval()
-    tower = clip.vision_model                      # a CLIPVisionModel (transformers ≥ 5)
-    if not isinstance(tower, CLIPVisionModel):     # transformers 4: a bare CLIPVisionTransformer
-        wrapper = CLIPVisionModel(clip.config.vision_config)
-        wrapper.vision_model = tower
-        tower = wrapper.eval()
-    theta0 = backbone_params(tower)
+    base = hf_clip(pretrained, paths[pretrained])
 
     def load_finetuned(i: int) -> tuple[Params, str]:
         spec = finetuned.replace("{task}", tasks[i])
@@ -150,7 +136,31 @@ def load_hf(pretrained: str, finetuned: str, tasks: Sequence[str], data: Sequenc
         _check_loading(info, what)
         return {n: p.detach() for n, p in ft.named_parameters()}, what
 
-    tv = stack_task_vectors(theta0, load_finetuned, len(tasks))
+    tv = stack_task_vectors(base.theta0, load_finetuned, len(tasks))
+    return replace(base, task_vectors=tv, config={"pretrained": pretrained, "finetuned": finetuned},
+                   revisions=revisions, paths=paths)
+
+
+def hf_clip(pretrained: str, path: Path, what: str = "tasks.pretrained") -> Loaded:
+    """The pre-trained half of `load_hf` (also the `pool` suite's clip_zeroshot family): the CLIPModel
+    at the resolved `path` as a vision tower (θ0), its projection, preprocessing and text encoder;
+    no task vectors yet."""
+    from transformers import AutoTokenizer, CLIPModel, CLIPVisionModel
+
+    with quiet_hf():
+        try:
+            clip = CLIPModel.from_pretrained(str(path))
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError) as e:
+            raise BenchError(f"{what}={pretrained!r} is not a CLIP model with a tokenizer "
+                             f"({_short(e)})") from None
+    clip.eval()
+    tower = clip.vision_model                      # a CLIPVisionModel (transformers ≥ 5)
+    if not isinstance(tower, CLIPVisionModel):     # transformers 4: a bare CLIPVisionTransformer
+        wrapper = CLIPVisionModel(clip.config.vision_config)
+        wrapper.vision_model = tower
+        tower = wrapper.eval()
+    theta0 = backbone_params(tower)
     max_len = min(int(getattr(tokenizer, "model_max_length", 77) or 77),
                   int(clip.config.text_config.max_position_embeddings))
 
@@ -161,9 +171,9 @@ def load_hf(pretrained: str, finetuned: str, tasks: Sequence[str], data: Sequenc
         return clip.text_projection(pooled)
 
     return Loaded(tower=tower, projection=clip.visual_projection, features=hf_features, theta0=theta0,
-                  task_vectors=tv, preprocess=_hf_preprocess(pre, clip.config.vision_config.image_size),
-                  config={"pretrained": pretrained, "finetuned": finetuned}, revisions=revisions, paths=paths,
-                  encode_text=encode, logit_scale=float(clip.logit_scale.detach().exp()), text_fp=hub.fingerprint(pre))
+                  task_vectors={}, preprocess=_hf_preprocess(path, clip.config.vision_config.image_size),
+                  config={"pretrained": pretrained}, encode_text=encode,
+                  logit_scale=float(clip.logit_scale.detach().exp()), text_fp=hub.fingerprint(path))
 
 
 def _hf_preprocess(path: Path, image_size: int) -> Preprocess:

@@ -52,9 +52,11 @@ GPT2_124M = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_h
 RANDOM_TAU_STD = 1e-3
 
 
-def tokenize(tokenizer, columns: list[list[str]], max_length: int, pad_id: int) -> dict[str, np.ndarray]:
+def tokenize(tokenizer, columns: list[list[str]], max_length: int, pad_id: int,
+             segments: bool = False) -> dict[str, np.ndarray]:
     """Tokenise one or two text columns (pairs as pairs), truncate to `max_length`, right-pad with
-    `pad_id` to the longest; int32 ids, uint8 mask."""
+    `pad_id` to the longest; int32 ids, uint8 mask (and, with `segments`, uint8 token_type_ids where
+    the tokenizer makes them, e.g. BERT's sentence A/B ids)."""
     enc = tokenizer(*columns, truncation=True, max_length=max_length)
     ids = enc["input_ids"]
     n, width = len(ids), max((len(x) for x in ids), default=1)
@@ -63,7 +65,13 @@ def tokenize(tokenizer, columns: list[list[str]], max_length: int, pad_id: int) 
     for i, x in enumerate(ids):
         out_ids[i, :len(x)] = x
         mask[i, :len(x)] = 1
-    return {"input_ids": out_ids, "attention_mask": mask}
+    out = {"input_ids": out_ids, "attention_mask": mask}
+    if segments and "token_type_ids" in enc:
+        types = np.zeros((n, max(width, 1)), dtype=np.uint8)
+        for i, x in enumerate(enc["token_type_ids"]):
+            types[i, :len(x)] = x
+        out["token_type_ids"] = types
+    return out
 
 
 class GPT2GLUE(ModelSuite):

@@ -33,7 +33,8 @@ def gpt2_features(backbone: torch.nn.Module, params: Params, batch: dict[str, to
 def trim_padding(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Cut right padding to the batch's longest sequence (never pad to the model maximum)."""
     n = int(batch["attention_mask"].sum(dim=1).max())
-    return {k: (v[:, :n] if v.dim() == 2 and k in ("input_ids", "attention_mask") else v) for k, v in batch.items()}
+    return {k: (v[:, :n] if v.dim() == 2 and k in ("input_ids", "attention_mask", "token_type_ids") else v)
+            for k, v in batch.items()}
 
 
 def backbone_params(backbone: torch.nn.Module) -> Params:

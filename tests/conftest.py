@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import bench  # noqa: F401  (first: it pins the CPU kernels of torch and OpenBLAS before a test imports numpy)
+
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PARETOBENCH_CACHE", str(ROOT / ".cache" / "test-suites"))
 
