@@ -160,3 +160,32 @@ def test_a_declared_entry_imports_nothing_until_used():
 def test_unknown_name_lists_the_choices():
     with pytest.raises(BenchError, match=r"unknown method 'ta-grid' \(did you mean 'ta_grid'\?\); valid choices: epo,"):
         METHODS.check("ta-grid")
+
+
+def test_leaderboard_workers_import_the_specs_plugins(tmp_path):
+    """A leaderboard spec's plugins: the driver resolves the plugin's method, and so does every spawned worker."""
+    (tmp_path / "my_methods.py").write_text(METHOD_SRC.replace(
+        "from bench.api import Front, Method, task_arithmetic",
+        "from bench.api import Front, Method, register_method, task_arithmetic")
+        .replace("@dataclass(frozen=True)", '@register_method("half_local")\n@dataclass(frozen=True)'))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(f"""
+        scale: 1.0
+        seeds: [0, 1]
+        jobs: 2
+        resamples: 0
+        plugins: [my_methods]
+        runs: {tmp_path / 'runs'}
+        out: {tmp_path / 'board'}
+        suites:
+          toy-quadratic: {{num_tasks: [2]}}
+        methods:
+          half_local: {{kind: search}}
+        """))
+    p = subprocess.run([sys.executable, "-m", "bench.leaderboard", str(spec)], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert p.returncode == 0, p.stderr[-3000:]
+    records = sorted((tmp_path / "runs" / "toy-quadratic" / "half_local").glob("*/record.json"))
+    assert len(records) == 2
+    assert all(json.loads(r.read_text())["plugins"][0]["name"] == "my_methods" for r in records)
+    assert "half_local" in (tmp_path / "board" / "leaderboard.md").read_text()
