@@ -23,12 +23,12 @@ import math
 import moocore
 import numpy as np
 
+from bench.figstyle import WIDE, WIDTH, arrow, focus_range, legend, plt, style
 from bench.front import to_minimization
-from bench.plots import WIDE, WIDTH, arrow, focus_range, legend, plt, style
 from bench.record import RunRecord
-from bench.report import Table, config_key
+from bench.tables import Table
 
-from matplotlib.lines import Line2D  # noqa: E402  (after bench.plots: the Agg backend is chosen there)
+from matplotlib.lines import Line2D  # noqa: E402  (after bench.figstyle: the Agg backend is chosen there)
 from matplotlib.patches import Patch  # noqa: E402
 
 
@@ -58,14 +58,14 @@ def row_fronts(records: list[RunRecord]) -> tuple[np.ndarray, np.ndarray]:
     return np.vstack([F for F, _ in Fs]), np.concatenate([np.full(len(F), s) for F, s in Fs])
 
 
-def eaf_figure(table: Table, records: list[RunRecord], colours: dict[str, int]):
+def eaf_figure(table: Table, colours: dict[str, int]):
     """One panel per leaderboard row: best–worst attainment band, median surface, other rows' medians."""
     obj = table.objective
     natural = lambda F: to_minimization(F, obj)              # an involution: back to the natural direction
     rows = list(zip(table.rows["config"], table.rows["label"]))
     per_row = {}
     for cfg, _ in rows:
-        F, sets = row_fronts([r for r in records if config_key(r) == cfg])
+        F, sets = row_fronts(table.runs[cfg])
         n = len(np.unique(sets))
         per_row[cfg] = (n, surfaces(F, sets, sorted({1, math.ceil(n / 2), n})))
     allS = np.vstack([S for _, ss in per_row.values() for S in ss.values()])
@@ -77,7 +77,7 @@ def eaf_figure(table: Table, records: list[RunRecord], colours: dict[str, int]):
     nrow = math.ceil(len(rows) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(WIDE if ncol > 2 else WIDTH, 1.55 * nrow + 0.3),
                              sharex=True, sharey=True, squeeze=False)
-    ft = records[0].reference_values("finetuned")           # natural direction already
+    ft = table.records[0].reference_values("finetuned")     # natural direction already
     medians = {cfg: natural(np.c_[x, staircase(ss[math.ceil(n / 2)], x, bound)]) for cfg, (n, ss) in per_row.items()}
     for ax, (cfg, label) in zip(axes.flat, rows):
         n, ss = per_row[cfg]

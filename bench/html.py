@@ -3,13 +3,16 @@
     python -m bench table format=html out_dir=results/leaderboard/html
     python -m bench table format=html out=results/runs/leaderboard out_dir=/tmp/lb resamples=200
 
-`out_dir` gets index.html, figures/ (`bench.plots.make_figures`: fronts, attainment, HV against
-cost) and records/ (a copy of every record.json in the tables, so the folder stands alone). The
-page has one section per suite key, as `bench table` (bench/report.py): the table, its notes and
-paper footnotes, and the suite's figures inline. Clicking a column header sorts its rows (numbers
-by their mean; again: reversed); checkboxes filter sections by number of tasks T and rows by
-method. Every row links the records behind it (one per seed). Plain HTML, CSS and a few lines of
-script: it opens from disk in any browser.
+    >>> from bench.tables import load_leaderboard
+    >>> write_html(load_leaderboard("results/runs"), "/tmp/lb")          # doctest: +SKIP
+
+`out_dir` gets index.html, figures/ (`bench.plots.write_figures`: fronts, attainment, HV against
+cost) and records/ (a copy of every record.json in the tables, so the folder stands alone), all
+from one `bench.tables.Leaderboard` (records read once). The page has one section per suite key,
+as `bench table` (bench/report.py): the table, its notes and paper footnotes, and the suite's
+figures inline. Clicking a column header sorts its rows (numbers by their mean; again: reversed);
+checkboxes filter sections by number of tasks T and rows by method. Every row links the records
+behind it (one per seed). Plain HTML, CSS and a few lines of script: it opens from disk in any browser.
 """
 from __future__ import annotations
 
@@ -19,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.plots import write_figures
 from bench.record import RunRecord, atomic_write_text
 from bench.registry import BenchError
-from bench.report import (COLUMNS, Table, build_tables, by_suite_key, config_key, footnote_marks,
-                          leaderboard_records, row_cell, table_notes)
+from bench.tables import COLUMNS, Leaderboard, Table, footnote_marks, row_cell, table_notes
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1280px;padding:1em 1.5em;color:#222}
@@ -96,7 +99,7 @@ def copy_records(records: list[RunRecord], out_dir: Path) -> dict[str, str]:
     return links
 
 
-def section(t: Table, records: list[RunRecord], links: dict[str, str], figures: list[tuple[str, str]]) -> str:
+def section(t: Table, links: dict[str, str], figures: list[tuple[str, str]]) -> str:
     """One suite key: its sortable table, notes, paper footnotes and `figures` ((href, kind) pairs)."""
     marks = footnote_marks(t)
     head = ["Method", "n"] + [f"{c.header} {'↑' if c.higher_is_better else '↓'}" for c in COLUMNS] + ["records"]
@@ -109,7 +112,7 @@ def section(t: Table, records: list[RunRecord], links: dict[str, str], figures: 
             cls = " ".join(k for k, on in (("best", row[f"{c.key}_best"]), ("ns", row.get(f"{c.key}_ns", False))) if on)
             cells.append(f'<td data-sort="{sort_value(row, c.key + "_mean")}"' + (f' class="{cls}"' if cls else "")
                          + f">{e(row_cell(row, c))}</td>")
-        runs = sorted((r for r in records if config_key(r) == row["config"]), key=lambda r: (r.seed, r.run_id))
+        runs = t.runs[row["config"]]                     # by seed, run id
         cells.append('<td class="runs" data-sort="">'
                      + "".join(f'<a href="{e(links[r.run_id])}">s{r.seed}</a>' for r in runs) + "</td>")
         body.append(f'<tr data-method="{e(row["method"])}">' + "".join(cells) + "</tr>")
@@ -140,25 +143,20 @@ def page(tables: list[Table], sections: list[str], title: str, note: str = "") -
             f'{"".join(sections)}<script>{SCRIPT}</script></body></html>\n')
 
 
-def write_html(out: str, out_dir: str | None, suite: str | None, resamples: int,
-               title: str = "paretobench leaderboard", note: str = "") -> Path:
-    """Write the page for the records under `out` into `out_dir`; returns index.html's path."""
-    from bench.plots import make_figures
-
+def write_html(lb: Leaderboard, out_dir: str | Path, title: str = "paretobench leaderboard", note: str = "") -> Path:
+    """Write the page of the leaderboard `lb` into `out_dir` (index.html, figures/, records/);
+    returns index.html's path."""
     if out_dir is None:
         raise BenchError("format=html writes a folder: give out_dir=DIR (e.g. out_dir=results/leaderboard/html)")
     root = Path(out_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise BenchError(f"out_dir={out_dir!r} is not writable ({err.strerror or err})") from None
-    figures = [p for p in make_figures(out, root / "figures", suite) if p.suffix == ".png"]
-    recs = leaderboard_records(out, suite)
-    tables, groups = build_tables(recs, resamples), by_suite_key(recs)
-    links = copy_records(recs, root)
-    sections = [section(t, groups[t.suite_key], links,
-                        [(f"figures/{p.name}", p.stem[len(t.stem) + 1:]) for p in figures
-                         if p.name.startswith(t.stem + "-")]) for t in tables]
+        raise BenchError(f"out_dir={str(out_dir)!r} is not writable ({err.strerror or err})") from None
+    figures = [p for p in write_figures(lb, root / "figures") if p.suffix == ".png"]
+    links = copy_records(lb.records, root)
+    sections = [section(t, links, [(f"figures/{p.name}", p.stem[len(t.stem) + 1:]) for p in figures
+                                   if p.name.startswith(t.stem + "-")]) for t in lb.tables]
     index = root / "index.html"
-    atomic_write_text(index, page(tables, sections, title, note))
+    atomic_write_text(index, page(lb.tables, sections, title, note))
     return index

@@ -15,8 +15,8 @@ finite points), the suite's reference point (never derived from the data), the I
 front `pf` (None where there is none), the reference models' metrics and each point's preference
 ray (methods that take one). A record stores every indicator that depends on its own run alone
 (`per_record`): IGD-type indicators only where the suite has an analytic front; against a pooled
-front (the non-dominated union of many records, `reference_front`) they exist only where records
-are compared: `bench table` and `bench check`. HV (bench/hypervolume.py) is exact wherever that
+front (the non-dominated union of many records, `pooled_front`) they exist only where records
+are compared: `bench table` (`bench.reference`) and `bench check`. HV (bench/hypervolume.py) is exact wherever that
 costs ≤ ~2 s, else an estimate whose error bound is stored beside it (`hv_error`).
 
 Preference alignment (`alignment_deg`, `alignment_hit`; Mahapatra & Rajan, ICML 2020): a point
@@ -35,8 +35,9 @@ e.g. rays (0.5, 0.5) and (0.6, 0.4)): a point within it is nearer its own target
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -264,37 +265,18 @@ def _alignment_hit(ctx):
     return None if a is None or np.isnan(a).all() else float(np.mean(a[~np.isnan(a)] <= ALIGNMENT_TOL_DEG))
 
 
-# ---- reference fronts for IGD-type indicators -----------------------------------------------------
-@dataclass(frozen=True)
-class RefFront:
-    kind: str                       # analytic | pooled
-    pf: np.ndarray | None
-    hash: str | None
-    n_points: int
-    how: str                        # one sentence for the note under a table
-    extra: dict = field(default_factory=dict)
+# ---- the pooled reference front ---------------------------------------------------------------------
+def pooled_front(fronts: Sequence[np.ndarray]) -> np.ndarray | None:
+    """The non-dominated union of several fronts' finite points (minimization; a point repeated
+    across fronts, e.g. by a repeated run, kept once), or None where there is none: the IGD
+    reference front of records compared without an analytic one (`bench.reference`)."""
+    P = np.vstack([np.asarray(F, dtype=float) for F in fronts]) if len(fronts) else np.zeros((0, 0))
+    P = np.unique(P[np.isfinite(P).all(axis=1)], axis=0)
+    return P[nondominated_mask(P)] if len(P) else None
 
 
-def analytic_front(suite_name: str, suite_config: dict) -> np.ndarray | None:
-    """The closed-form front of a suite rebuilt from the registry (None where it has none)."""
-    from bench.config import build_from_config
-    from bench.registry import SUITES
-
-    suite = build_from_config(SUITES, {"name": suite_name, **suite_config}, "tasks")
-    pf = suite.true_front()
-    return None if pf is None else np.asarray(pf, dtype=float)
-
-
-def reference_front(records: list) -> RefFront:
-    """The IGD reference front of records of one suite key: the analytic front where the suite has
-    one, else the non-dominated union of the records' included points (duplicates kept once)."""
-    first = records[0]
-    if first.analytic:
-        pf = analytic_front(first.suite, first.suite_config)
-        return RefFront("analytic", pf, front_hash(pf), len(pf),
-                        f"analytic Pareto front of {first.suite} (closed form, rebuilt from the suite registry)")
-    P = np.vstack([r.F_included for r in records]) if records else np.zeros((0, 0))
-    P = np.unique(P[np.isfinite(P).all(axis=1)], axis=0)   # a repeated run adds no weight to its points
-    pf = P[nondominated_mask(P)] if len(P) else None
-    return RefFront("pooled", pf, front_hash(pf), 0 if pf is None else len(pf),
-                    f"non-dominated union of the {len(records)} records of this suite key")
+def reference_front(records: list) -> SimpleNamespace:
+    """TRANSITIONAL, for bench/check.py's one call (`.pf` of one record's front): the pooled front of
+    `records` only. Reference fronts with the analytic rebuild are `bench.reference.reference_front`
+    (the reports); delete this once check.py calls `pooled_front([record.F_included])`."""
+    return SimpleNamespace(pf=pooled_front([r.F_included for r in records]))

@@ -6,23 +6,30 @@
     python -m bench.leaderboard results/leaderboard/spec.yaml scale=0.02 seeds=[0] runs=/tmp/lb/runs out=/tmp/lb
 
 The spec (results/leaderboard/spec.yaml; any top-level key can be overridden as key=value) names
-the suites with their task subsets (or, for toy-quadratic, numbers of tasks), the methods with
-their budget kind, the seeds, the budget scale and the matched budget. Every method runs at two
-budgets, each a row of the table (one job when they coincide):
+the suites with their task subsets (or numbers of tasks), the methods, the seeds, the budget scale
+and the matched budget. A method is one line (`name: {}`, or its options); this module knows no
+method or suite by name: each declares what a leaderboard needs. A method's class declares its
+budget unit (`Method.budget`: `evaluations` for a search, `steps_per_ray` for one model trained per
+preference ray, `steps` for one run for every preference; the spec's `kind:` search | per_ray |
+trained overrides it), how many rays it trains (`n_rays`) and its options at a matched number of
+evaluations (`matched`). A suite's class may declare its own scale (`Suite.leaderboard_scale`,
+e.g. 1.0 for the analytic toy-quadratic); a spec's `suites.NAME.scale` overrides both. Every method
+runs at two budgets, each a row of the table (one job when they coincide):
 
-* default: the method's registered defaults (the published hyperparameters), training steps × `scale`.
-* matched: equal cost within a kind. Search methods (`search`) get the evaluations of MAP's default
-  design at that T, (T+1)(T+2) + its 10 test re-evaluations: ta_grid as a per-task grid capped at
-  that many points (past T = 6, where 2 points per axis no longer fit, the densest simplex grid
-  λ = s·d that fits), MAP as is. Trained methods get `matched_steps` × `scale` training steps in
-  all: a method trained once for every preference (`trained`: PWE-MoE, PHN, Pareto Merging) takes
-  them in its one run; a method trained per ray (`per_ray`: ls, epo) divides them over its rays.
+* default: the method's registered defaults (the published hyperparameters), training steps × the scale.
+* matched: equal cost within a unit. Search methods get the evaluations of MAP's default design at
+  that T, (T+1)(T+2) + its 10 test re-evaluations, through their class's `matched` (ta_grid: a
+  per-task grid capped at that many points, past T = 6 the densest simplex grid that fits; MAP as
+  is). Trained methods get `matched_steps` × the scale training steps in all: a method trained once
+  for every preference (PWE-MoE, PHN, Pareto Merging) takes them in its one run; a method trained
+  per ray (ls, epo) divides them over its rays.
 
 Missing suite builds happen first, in the driver (their quality bars printed). Then jobs run `jobs`
 at a time in worker processes (one torch thread each), the longest first; every job's wall time
-goes to <runs>/timings.csv. Then <out> gets leaderboard.md/.tex/.csv (`bench table`, with the
-budget note first), timings.csv and html/ (`bench table format=html`: the page, its figures in
-html/figures as PNG and PDF, and a copy of every record). `--render` redoes only this last step.
+goes to <runs>/timings.csv. Then the records are read once (`bench.tables.load_leaderboard`) and
+<out> gets leaderboard.md/.tex/.csv (`bench table`, with the budget note first), timings.csv and
+html/ (`bench table format=html`: the page, its figures in html/figures as PNG and PDF, and a copy
+of every record), and the README its block. `--render` redoes only this last step.
 """
 from __future__ import annotations
 
@@ -32,13 +39,18 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from bench.record import atomic_write_text
 from bench.registry import BenchError, load_plugins, unknown_choice
 
-KINDS = ("search", "per_ray", "trained")
+if TYPE_CHECKING:
+    from bench.tables import Leaderboard
+
+UNITS = {"search": "evaluations", "per_ray": "steps_per_ray", "trained": "steps"}   # a spec's kind: → budget unit
+KINDS = tuple(UNITS)
 KEYS = ("scale", "seeds", "jobs", "resamples", "runs", "out", "suites", "methods", "matched_steps", "per_t", "readme",
         "plugins")
 
@@ -82,7 +94,7 @@ class Spec:
 
     def note(self) -> str:
         """The budget paragraph printed above the tables."""
-        own = {s: o["scale"] for s, o in self.suites.items() if "scale" in o}
+        own = {s: v for s in self.suites if (v := self.own_scale(s)) is not None}
         return (f"Budgets: every method at its default (published) settings with training steps × {self.scale:g}"
                 + "".join(f" (× {v:g} on {s})" for s, v in own.items()) + ", "
                 f"and at matched cost: search methods at MAP's default number of evaluations, (T+1)(T+2) + 10; "
@@ -92,9 +104,27 @@ class Spec:
                 + "".join(f" At T = {T}: " + "; ".join(f"{m} " + ", ".join(f"{k}={v}" for k, v in o.items())
                                                       for m, o in ms.items()) + "." for T, ms in self.per_t.items()))
 
+    def own_scale(self, suite: str) -> float | None:
+        """`suite`'s own scale: the spec's `suites.NAME.scale`, else its class's `leaderboard_scale`; or None."""
+        if "scale" in self.suites[suite]:
+            return self.suites[suite]["scale"]
+        return suite_class(suite).leaderboard_scale
+
     def steps(self, n: int, suite: str) -> int:
-        """n training steps scaled for `suite` (its own `scale`, else the spec's)."""
-        return max(1, round(n * self.suites[suite].get("scale", self.scale)))
+        """n training steps scaled for `suite` (its own scale, else the spec's)."""
+        own = self.own_scale(suite)
+        return max(1, round(n * (self.scale if own is None else own)))
+
+    def unit(self, method: str) -> str:
+        """The budget unit of `method`: the spec's `kind:` where it gives one, else its class's `budget`."""
+        kind = self.methods[method].get("kind")
+        if kind is not None:
+            return UNITS[kind]
+        cls = method_class(method)
+        if cls.budget not in UNITS.values():
+            raise BenchError(f"methods.{method}: {cls.__name__} declares no leaderboard budget "
+                             f"(budget = {' | '.join(UNITS.values())}); give it a kind: {' | '.join(KINDS)}")
+        return cls.budget
 
 
 def load_spec(path: str | Path, overrides: list[str] = ()) -> Spec:
@@ -109,10 +139,26 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> Spec:
     for k in d:
         if k not in KEYS:
             raise BenchError(unknown_choice("spec key", k, list(KEYS)))
-    for m, opts in d.get("methods", {}).items():
-        if opts.get("kind") not in KINDS:
-            raise BenchError(f"methods.{m}.kind={opts.get('kind')!r}; valid: {', '.join(KINDS)}")
+    d["methods"] = {m: dict(opts or {}) for m, opts in (d.get("methods") or {}).items()}     # `name:` alone is a method
+    d["suites"] = {s: dict(opts or {}) for s, opts in (d.get("suites") or {}).items()}
+    for m, opts in d["methods"].items():
+        if "kind" in opts and opts["kind"] not in KINDS:
+            raise BenchError(f"methods.{m}.kind={opts['kind']!r}; valid: {', '.join(KINDS)}")
     return Spec(**d)
+
+
+def method_class(name: str):
+    """A registered method's class (imported on first use)."""
+    from bench.registry import METHODS
+
+    return METHODS.entry(name).obj
+
+
+def suite_class(name: str):
+    """A registered suite's class (imported on first use; nothing is built)."""
+    from bench.registry import SUITES
+
+    return SUITES.entry(name).obj
 
 
 def method_defaults(name: str) -> dict:
@@ -125,47 +171,33 @@ def method_defaults(name: str) -> dict:
     return defaults(entry.obj, entry.defaults)
 
 
-def n_rays(T: int, opts: dict) -> int:
-    """Rays a per-ray method trains at T (methods/ray_training.py: max_rays null = 66 up to 3 tasks, else T + 1)."""
-    from bench.rays import ray_grid
-
-    max_rays = opts.get("max_rays") or (66 if T <= 3 else T + 1)
-    return len(ray_grid(T, partitions=opts.get("partitions", 10), max_rays=max_rays))
+def n_rays(method: str, T: int, opts: dict) -> int:
+    """Rays (one trained model each) of a `steps_per_ray` method at T with `opts` over its defaults."""
+    return method_class(method).n_rays(T, {**method_defaults(method), **opts})
 
 
-def budgets(spec: Spec, suite: str, method: str, kind: str, T: int) -> dict[str, dict]:
+def matched_evaluations(T: int) -> int:
+    """Search methods' matched budget: MAP's default design, (T+1)(T+2) points, + its 10 test re-evaluations."""
+    return (T + 1) * (T + 2) + 10
+
+
+def budgets(spec: Spec, suite: str, method: str, T: int) -> dict[str, dict]:
     """{budget: method options} of one method at T on `suite` (the spec's per-T options included)."""
     base = {**{k: v for k, v in spec.methods[method].items() if k not in ("kind", "seeds")},
             **spec.suites[suite].get("options", {}).get(method, {}), **spec.per_t.get(T, {}).get(method, {})}
+    unit = spec.unit(method)
+    if unit == "evaluations":
+        return {"default": dict(base), "matched": method_class(method).matched(base, T, matched_evaluations(T))}
     d = {**method_defaults(method), **base}
-    evals = (T + 1) * (T + 2) + d.get("reevaluate", 10)
-    if kind == "search":
-        default = dict(base)
-        matched = ta_grid_matched(base, T, evals) if method == "ta_grid" else dict(base)
-    else:
-        default = {**base, "steps": spec.steps(d["steps"], suite)}
-        total = spec.steps(spec.matched_steps, suite)
-        matched = {**base, "steps": max(1, total // n_rays(T, d)) if kind == "per_ray" else total}
+    default = {**base, "steps": spec.steps(d["steps"], suite)}
+    total = spec.steps(spec.matched_steps, suite)
+    matched = {**base, "steps": max(1, total // n_rays(method, T, base)) if unit == "steps_per_ray" else total}
     return {"default": default, "matched": matched}
 
 
-def ta_grid_matched(base: dict, T: int, evals: int) -> dict:
-    """ta_grid within `evals` evaluations: a per-task grid where its fewest points (2 per axis) fit,
-    else λ = s·d on the simplex with the most das-dennis partitions whose points × scales fit."""
-    from bench.rays import n_das_dennis
-
-    if 2 ** T <= evals:
-        return {**base, "mode": "grid", "max_points": evals}
-    scales = len(base.get("scales", method_defaults("ta_grid")["scales"]))
-    p = 1
-    while n_das_dennis(T, p + 1) * scales <= evals:
-        p += 1
-    return {**base, "mode": "simplex", "partitions": p, "max_points": evals}
-
-
 def plan(spec: Spec) -> list[Job]:
-    """Every job of the spec, the most expensive first (so the pool's tail is short); the analytic
-    `toy-*` suites (milliseconds a step) last."""
+    """Every job of the spec, the most expensive first (so the pool's tail is short); analytic
+    suites (milliseconds a step) last."""
     jobs = []
     for suite, sopts in spec.suites.items():
         subsets = sopts.get("num_tasks") or sopts.get("subsets") or []
@@ -176,17 +208,17 @@ def plan(spec: Spec) -> list[Job]:
                 T = len(tasks) if tasks else len(suite_tasks(suite))
                 task_over = [f"tasks.names=[{','.join(tasks)}]"] if tasks else []
             for method, mopts in spec.methods.items():
-                b = budgets(spec, suite, method, mopts["kind"], T)
+                b = budgets(spec, suite, method, T)
                 rows = {"default+matched": b["default"]} if b["default"] == b["matched"] else b
                 for budget, opts in rows.items():
                     over = tuple(task_over + [f"method.{k}={v}" for k, v in sorted(opts.items())])
-                    steps = opts.get("steps", 0) * (n_rays(T, {**method_defaults(method), **opts})
-                                                    if mopts["kind"] == "per_ray" else 1)
+                    steps = opts.get("steps", 0) * (n_rays(method, T, opts) if spec.unit(method) == "steps_per_ray" else 1)
                     for seed in mopts.get("seeds", spec.seeds):
                         jobs.append(Job(suite, tuple(tasks) if tasks and not isinstance(tasks, int) else T,
                                         method, budget, int(seed), over, int(steps)))
     # expected cost ~ (training steps + evaluations) × T
-    return sorted(jobs, key=lambda j: (j.suite.startswith("toy-"), -(j.steps + 10) * j.T))
+    analytic = {s: suite_class(s).modality == "analytic" for s in spec.suites}
+    return sorted(jobs, key=lambda j: (analytic[j.suite], -(j.steps + 10) * j.T))
 
 
 def build_suite(suite: str):
@@ -200,9 +232,7 @@ def build_suite(suite: str):
 def suite_tasks(suite: str) -> list[str]:
     """Every task of `suite`: an offline suite's class lists them (no build needed, so `--plan`
     starts nothing); any other suite is built with its defaults and asked."""
-    from bench.registry import SUITES
-
-    names = getattr(SUITES.entry(suite).obj, "TASK_NAMES", None)
+    names = getattr(suite_class(suite), "TASK_NAMES", None)
     return list(names) if names else list(build_suite(suite).tasks)
 
 
@@ -251,21 +281,22 @@ def budget_of(spec: Spec, suite: str, T: int, flat: dict) -> str:
     if method not in spec.methods:
         return "other"
     opts = {k.removeprefix("method."): v for k, v in flat.items() if k.startswith("method.")}
-    rows, defaults = budgets(spec, suite, method, spec.methods[method]["kind"], T), method_defaults(method)
+    rows, defaults = budgets(spec, suite, method, T), method_defaults(method)
     keys = set().union(*rows.values())          # a default row differs from a matched one on these
     hits = [b for b, want in rows.items() if all(str(opts.get(k)) == str({**defaults, **want}.get(k)) for k in keys)]
     return "+".join(hits) or "other"
 
 
-def main_tables(spec: Spec, tables: list, figures: str) -> str:
-    """The README's main results: per suite, one row per (method, budget) and one column per task
-    subset, normalised HV (HV where there is none) with its bootstrap interval; mean evaluations and
-    wall time over the subsets; then the 2-task fronts of the first subset of each suite."""
+def main_tables(spec: Spec, lb: Leaderboard, figures: str) -> str:
+    """The README's main results from the leaderboard `lb`: per suite, one
+    row per (method, budget) and one column per task subset, normalised HV (HV where there is none)
+    with its bootstrap interval; mean evaluations and wall time over the subsets; then the 2-task
+    fronts of the first subset of each suite with real models (not analytic)."""
     import json
 
     out = [f"_{spec.note()}_", ""]
     for suite in spec.suites:
-        ts = [t for t in tables if t.suite == suite]
+        ts = [t for t in lb.tables if t.suite == suite]
         if not ts:
             continue
         metric = "hv_normalized" if ts[0].rows["hv_normalized_mean"].notna().any() else "hv"
@@ -289,7 +320,7 @@ def main_tables(spec: Spec, tables: list, figures: str) -> str:
             out.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells.get((key, c), "–") for c in cols)
                        + f" | {ev:,.0f} | {wall:,.1f} |")
         out.append("")
-    fronts = [t for t in tables if len(t.tasks) == 2 and t.suite != "toy-quadratic"]
+    fronts = [t for t in lb.tables if len(t.tasks) == 2 and not t.analytic]
     for t in [next((t for t in fronts if t.suite == s), None) for s in spec.suites]:
         if t is not None:
             out.append(f"![{t.title}]({figures}/{t.stem}-front.png)")
@@ -309,25 +340,27 @@ def update_readme(readme: Path, block: str) -> None:
 
 
 def write_outputs(spec: Spec) -> list[Path]:
-    """leaderboard.md/.tex/.csv, html/ and figures/ into spec.out from the records under spec.runs."""
+    """leaderboard.md/.tex/.csv, html/ (the page and its figures) and the README block, from the
+    records under spec.runs, read once."""
     from bench.html import write_html
-    from bench.report import build_tables, leaderboard_records, render_csv, render_latex, render_md
+    from bench.report import render
+    from bench.tables import load_leaderboard
 
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
-    tables = build_tables(leaderboard_records(spec.runs), spec.resamples)
+    lb = load_leaderboard(spec.runs, resamples=spec.resamples)
     note = spec.note()
-    files = {"leaderboard.md": f"{note}\n\n{render_md(tables)}", "leaderboard.tex": f"% {note}\n{render_latex(tables)}",
-             "leaderboard.csv": render_csv(tables)}
+    files = {"leaderboard.md": f"{note}\n\n{render(lb, 'md')}", "leaderboard.tex": f"% {note}\n{render(lb, 'latex')}",
+             "leaderboard.csv": render(lb, "csv")}
     timings = Path(spec.runs) / "timings.csv"          # every run's wall time, committed with the tables
     if timings.is_file():
         files["timings.csv"] = timings.read_text()
     for name, text in files.items():
         atomic_write_text(out / name, text)
     # the figures live once, in the page's folder (html/figures, PNG and PDF)
-    paths = [out / n for n in files] + [write_html(spec.runs, str(out / "html"), None, spec.resamples, note=note)]
+    paths = [out / n for n in files] + [write_html(lb, out / "html", note=note)]
     if spec.readme:
-        update_readme(Path(spec.readme), main_tables(spec, tables, f"{out}/html/figures"))
+        update_readme(Path(spec.readme), main_tables(spec, lb, f"{out}/html/figures"))
         paths.append(Path(spec.readme))
     return paths
 

@@ -1,9 +1,14 @@
-"""Figures from the run records under a results root: fronts, and HV against cost and against T.
+"""Figures of a leaderboard: fronts, and HV against cost and against T.
 
     python -m bench plot                                      # every suite → results/runs/figures
     python -m bench plot tasks=toy-quadratic figures=paper/figures out=results/runs
 
-For each suite key (see `bench.report`), as PNG and PDF named `<suite>-v<version>-<T>t-<key hash>-<kind>`:
+    >>> from bench.tables import load_leaderboard
+    >>> write_figures(load_leaderboard("results/runs", resamples=0), "paper/figures")   # doctest: +SKIP
+
+`write_figures` draws from a `bench.tables.Leaderboard` (records read once, rows, the records
+behind each row, the reference front) and reads nothing else. For each suite key (see
+`bench.tables`), as PNG and PDF named `<suite>-v<version>-<T>t-<key hash>-<kind>`:
 
 * front (2 or 3 tasks; one paper column, 3.3 in, 7 pt text): 2 tasks — every leaderboard row's
   points (faint) and its non-dominated staircase, the pre-trained model (×), each fine-tuned model
@@ -22,138 +27,26 @@ Objectives are drawn in their natural direction (accuracy: higher is better; los
 with several seeds draws its lowest seed in the front figures; the HV figures use all of them. A
 row keeps its colour and marker in every figure. Marks shrink and fade as a series grows (66+
 points stay legible); legends sit outside the axes. Records with `weights == "random"` are never
-drawn. Matplotlib with the Agg backend (no display); every file is written atomically.
+drawn. Matplotlib with the Agg backend (no display, `bench.figstyle`); every file is written atomically.
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
-
-from bench.front import to_minimization  # noqa: E402
-from bench.record import RunRecord, atomic_write_bytes  # noqa: E402
-from bench.registry import BenchError  # noqa: E402
-from bench.report import Table, build_tables, by_suite_key, check_suite_name, config_key, leaderboard_records  # noqa: E402
-
-WIDTH, WIDE = 3.3, 6.9          # inches: one column, and the full text width, of a two-column paper
-STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 6,
-         "xtick.labelsize": 6, "ytick.labelsize": 6, "lines.linewidth": 1.0, "axes.linewidth": 0.6,
-         "pdf.fonttype": 42, "savefig.dpi": 300}
-MARKERS = "osD^v<>pPhX*"
-
-
-def palette(records: list[RunRecord]) -> dict[str, int]:
-    """config key → style index, fixed over every figure of one `bench plot` (method order)."""
-    return {k: i for i, (_, k) in enumerate(sorted({(r.method, config_key(r)) for r in records}))}
-
-
-def style(i: int) -> dict:
-    """Colour and marker of style index i: tab10 first, then tab20b and Dark2, so that a leaderboard's
-    many configs (dozens in one `bench plot`) never share a colour below 38."""
-    colours = [*plt.get_cmap("tab10").colors, *plt.get_cmap("tab20b").colors, *plt.get_cmap("Dark2").colors]
-    return {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)]}
-
-
-def density(n: int) -> tuple[float, float]:
-    """(marker area in pt², alpha) for a series of n points: dense series get smaller, fainter marks."""
-    n = max(n, 1)
-    return float(np.clip(12 * np.sqrt(15 / n), 3, 12)), float(np.clip(np.sqrt(20 / n), 0.35, 0.9))
-
-
-def representatives(table: Table, records: list[RunRecord]) -> list[RunRecord]:
-    """One record per leaderboard row (the lowest seed), in the table's row order."""
-    out = []
-    for cfg in table.rows["config"]:
-        recs = [r for r in records if config_key(r) == cfg]
-        out.append(min(recs, key=lambda r: (r.seed, r.run_id)))
-    return out
-
-
-def points(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
-    """(every included finite point, its non-dominated ones), in the objective's natural direction."""
-    V, nd = record.values[record.include], record.nondominated[record.include]
-    ok = np.isfinite(V).all(axis=1)
-    return V[ok], V[ok & nd]
-
-
-def true_front(table: Table) -> np.ndarray | None:
-    """The analytic front in the natural direction, or None (it is stored in minimization form;
-    to_minimization is an involution)."""
-    if table.ref.kind != "analytic" or table.ref.pf is None:
-        return None
-    return to_minimization(table.ref.pf, table.objective)
-
-
-def arrow(objective: str) -> str:
-    return "↑" if objective == "accuracy" else "↓"
-
-
-def focus_range(values: np.ndarray, margin: float = 0.06) -> tuple[float, float] | None:
-    """Axis limits around the finite `values` (fronts and references), or None."""
-    v = values[np.isfinite(values)]
-    if len(v) == 0:
-        return None
-    pad = max((v.max() - v.min()) * margin, 1e-3)
-    return v.min() - pad, v.max() + pad
-
-
-def draw_front(ax, F: np.ndarray, nd: np.ndarray, st: dict, objective: str, small: bool = False) -> None:
-    """2-D: every point (faint), the non-dominated ones `nd` (sorted by x) and their staircase;
-    `small`: half-size marks, for the panels of a matrix."""
-    size, alpha = density(len(nd))
-    size *= 0.5 if small else 1.0
-    ax.scatter(F[:, 0], F[:, 1], s=size * 0.4, color=st["color"], marker=st["marker"], alpha=alpha * 0.35, lw=0,
-               zorder=2)
-    ax.step(nd[:, 0], nd[:, 1], where="pre" if objective == "accuracy" else "post", color=st["color"],
-            lw=0.8, alpha=max(alpha, 0.6), zorder=3)
-    ax.scatter(nd[:, 0], nd[:, 1], s=size, color=st["color"], marker=st["marker"], alpha=alpha, lw=0, zorder=4)
-
-
-def draw_references(ax, pre: np.ndarray, ft: np.ndarray, size: float = 30) -> None:
-    """2-D: the pre-trained model (×) and each fine-tuned model on its own task (dotted lines)."""
-    ax.scatter(*pre, marker="X", s=size, color="k", zorder=5)
-    if np.isfinite(ft[0]):
-        ax.axvline(ft[0], color="k", ls=":", lw=0.8)
-    if np.isfinite(ft[1]):
-        ax.axhline(ft[1], color="k", ls=":", lw=0.8)
-
-
-def reference_handles(ideal: str = "fine-tuned (own task)") -> list[Line2D]:
-    return [Line2D([], [], marker="X", color="k", ls="", markersize=4, label="pre-trained"),
-            Line2D([], [], color="k", ls=":", lw=0.8, label=ideal)]
-
-
-def legend(fig, handles, n_cols_hint: int = 2, **where) -> None:
-    """The figure's legend, below the axes unless `where` (fig.legend's loc, bbox_to_anchor) says otherwise."""
-    labels = [h.get_label() for h in handles]
-    ncol = n_cols_hint if max(map(len, labels), default=0) <= 30 else 1
-    where = where or {"loc": "upper center", "bbox_to_anchor": (0.5, 0.0)}
-    fig.legend(handles=handles, ncol=ncol, frameon=False, handlelength=1.6, columnspacing=1.0, **where)
-
-
-def save(fig, figures: Path, name: str) -> list[Path]:
-    # one tight box for both formats: bbox_inches="tight" would lay the figure out again for each
-    bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.02)
-    paths = []
-    for ext in ("png", "pdf"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=ext, bbox_inches=bbox)
-        atomic_write_bytes(figures / f"{name}.{ext}", buf.getvalue())
-        paths.append(figures / f"{name}.{ext}")
-    plt.close(fig)
-    return paths
+from bench import eaf, plots_many
+from bench.figstyle import (STYLE, WIDTH, arrow, density, draw_front, draw_references, focus_range, legend,
+                            palette, plt, points, reference_handles, representatives, save, style, true_front)
+from bench.registry import BenchError
+from bench.tables import Leaderboard, Table
 
 
 # ---- fronts (2 or 3 tasks) -------------------------------------------------------------------
-def front_figure(table: Table, records: list[RunRecord], colours: dict[str, int]):
-    reps = representatives(table, records)
+def front_figure(table: Table, colours: dict[str, int]):
+    reps = representatives(table)
     T, obj = len(table.tasks), table.objective
     pre, ft = reps[0].reference_values("pretrained"), reps[0].reference_values("finetuned")
     true_pf = true_front(table)
@@ -236,42 +129,37 @@ def hv_cost_figure(table: Table, colours: dict[str, int]):
     return fig
 
 
-def make_figures(out: str, figures: str | Path, suite: str | None = None) -> list[Path]:
-    """Write every figure for the records under `out` into `figures`; returns the paths."""
-    from bench import eaf, plots_many  # they draw with this module's helpers
-
-    check_suite_name(suite, out)
-    recs = leaderboard_records(out, suite)
-    if not recs:
-        where = f" for tasks={suite}" if suite else ""
-        raise BenchError(f"no records{where} under out={out!r}; write some with `python -m bench run out={out}`")
-    figures = Path(figures)
+def write_figures(lb: Leaderboard, directory: str | Path) -> list[Path]:
+    """Write every figure of the leaderboard `lb` into `directory`; returns the paths."""
+    directory = Path(directory)
     try:
-        figures.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise BenchError(f"figures={str(figures)!r} is not writable ({e.strerror or e})") from None
-    groups, colours = by_suite_key(recs), palette(recs)
-    tables = build_tables(recs, resamples=0)      # the figures draw no bootstrap interval
+        raise BenchError(f"figures={str(directory)!r} is not writable ({e.strerror or e})") from None
+    colours = palette(lb.tables)
     paths = []
     with plt.rc_context(STYLE):
-        for table in tables:
-            records, name = groups[table.suite_key], table.stem
+        for table in lb.tables:
+            name = table.stem
             if len(table.tasks) <= 3:
-                paths += save(front_figure(table, records, colours), figures, f"{name}-front")
+                paths += save(front_figure(table, colours), directory, f"{name}-front")
             else:
-                paths += save(plots_many.pairs_figure(table, records, colours), figures, f"{name}-pairs")
-                paths += save(plots_many.parallel_figure(table, records, colours), figures, f"{name}-parallel")
+                paths += save(plots_many.pairs_figure(table, colours), directory, f"{name}-pairs")
+                paths += save(plots_many.parallel_figure(table, colours), directory, f"{name}-parallel")
             if len(table.tasks) == 2 and (table.rows["n"] > 1).any():
-                paths += save(eaf.eaf_figure(table, records, colours), figures, f"{name}-eaf")
-            paths += save(hv_cost_figure(table, colours), figures, f"{name}-hv-cost")
-        for name, fig in plots_many.hv_tasks_figures(tables, recs, colours):
-            paths += save(fig, figures, name)
+                paths += save(eaf.eaf_figure(table, colours), directory, f"{name}-eaf")
+            paths += save(hv_cost_figure(table, colours), directory, f"{name}-hv-cost")
+        for name, fig in plots_many.hv_tasks_figures(lb.tables, colours):
+            paths += save(fig, directory, name)
     return paths
 
 
 def cmd_plot(opts: dict) -> int:
+    """Transitional: `bench plot` until bench/cli.py has its own handler (the same lines); then deleted."""
+    from bench.tables import load_leaderboard
+
     out = str(opts["out"])
-    figures = Path(str(opts["figures"])) if opts["figures"] is not None else Path(out) / "figures"
-    for p in make_figures(out, figures, None if opts["tasks"] is None else str(opts["tasks"])):
+    lb = load_leaderboard(out, opts["tasks"], resamples=0)        # the figures draw no bootstrap interval
+    for p in write_figures(lb, opts["figures"] if opts["figures"] is not None else Path(out) / "figures"):
         print(p)
     return 0

@@ -1,4 +1,4 @@
-"""Figures for many tasks, drawn by `bench plot` (`bench.plots.make_figures`) where T ≥ 4.
+"""Figures for many tasks, drawn by `bench plot` (`bench.plots.write_figures`) where T ≥ 4.
 
     >>> from bench.plots_many import panels
     >>> panels(4)       # panel (row, column) of the pairwise matrix → (task on x, task on y)
@@ -33,12 +33,12 @@ from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
+from bench.figstyle import (WIDE, WIDTH, arrow, draw_front, draw_references, focus_range, legend,
+                            plt, points, reference_handles, representatives, style, true_front)
 from bench.front import to_minimization
 from bench.indicators import nondominated_mask
-from bench.plots import (WIDE, WIDTH, arrow, draw_front, draw_references, focus_range, legend,
-                         plt, points, reference_handles, representatives, style, true_front)
 from bench.record import RunRecord
-from bench.report import Table, by_suite_key, group_labels
+from bench.tables import Table, group_labels
 
 SELECTION = ("names", "num_tasks")      # suite options that choose the tasks; the others must agree across T
 
@@ -55,8 +55,8 @@ def pair_front(V: np.ndarray, i: int, j: int, objective: str) -> np.ndarray:
 
 
 # ---- pairwise matrix -----------------------------------------------------------------------------
-def pairs_figure(table: Table, records: list[RunRecord], colours: dict[str, int]):
-    reps = representatives(table, records)
+def pairs_figure(table: Table, colours: dict[str, int]):
+    reps = representatives(table)
     T, obj, tasks = len(table.tasks), table.objective, table.tasks
     pre, ft = reps[0].reference_values("pretrained"), reps[0].reference_values("finetuned")
     true_pf = true_front(table)
@@ -110,8 +110,8 @@ def pairs_figure(table: Table, records: list[RunRecord], colours: dict[str, int]
 
 
 # ---- parallel coordinates --------------------------------------------------------------------------
-def parallel_figure(table: Table, records: list[RunRecord], colours: dict[str, int]):
-    reps = representatives(table, records)
+def parallel_figure(table: Table, colours: dict[str, int]):
+    reps = representatives(table)
     T, obj = len(table.tasks), table.objective
     pre, ft = reps[0].reference_values("pretrained"), reps[0].reference_values("finetuned")
     scale = ft if obj == "accuracy" else pre
@@ -156,9 +156,8 @@ def ideal_hv(record: RunRecord) -> float:
     return float(np.prod(record.ref_point - ideal))
 
 
-def hv_tasks_figures(tables: list[Table], records: list[RunRecord], colours: dict[str, int]) -> list[tuple[str, object]]:
+def hv_tasks_figures(tables: list[Table], colours: dict[str, int]) -> list[tuple[str, object]]:
     """(file name, figure) per family of tables (see `family`) covering several numbers of tasks."""
-    groups = by_suite_key(records)
     families: dict[str, list[Table]] = {}
     for t in tables:
         families.setdefault(family(t), []).append(t)
@@ -166,11 +165,11 @@ def hv_tasks_figures(tables: list[Table], records: list[RunRecord], colours: dic
     for fam, ts in families.items():
         if len({len(t.tasks) for t in ts}) < 2:
             continue
-        labels = group_labels([r for t in ts for r in groups[t.suite_key]])
+        labels = group_labels([r for t in ts for r in t.records])
         series: dict[str, list[tuple[int, float, float]]] = {}      # config → (T, mean, std) per table
         by_ideal = False
         for t in ts:
-            box = ideal_hv(groups[t.suite_key][0])
+            box = ideal_hv(t.records[0])
             for _, row in t.rows.iterrows():
                 m, s = row["hv_normalized_mean"], row["hv_normalized_std"]
                 if not np.isfinite(m):

@@ -22,6 +22,21 @@ EXPLODED = 100.0       # a training run whose loss ends above this × where it s
 class Method:
     paper: ClassVar[str] = ""   # the paper it follows, printed as a leaderboard footnote
     url: ClassVar[str] = ""
+    # what a leaderboard matches its cost in (bench/leaderboard.py): "evaluations" (a search), "steps_per_ray"
+    # (one model trained per preference ray), "steps" (one run for every preference); "": none declared
+    budget: ClassVar[str] = ""
+
+    @classmethod
+    def n_rays(cls, T: int, options: dict) -> int:
+        """Preference rays trained at T with `options` (the constructor's, defaults filled in): a
+        `steps_per_ray` method's leaderboard divides its matched training steps by this."""
+        raise NotImplementedError(f"{cls.__name__} does not say how many rays it trains")
+
+    @classmethod
+    def matched(cls, options: dict, T: int, evaluations: int) -> dict:
+        """`options` (the spec's, over the defaults) changed to spend about `evaluations` model
+        evaluations at T: a search method's leaderboard budget at matched cost. Default: as given."""
+        return dict(options)
 
     def approximate_front(self, suite, *, evaluator, seed: int, checkpoints=None) -> Front:  # pragma: no cover
         raise NotImplementedError

@@ -85,6 +85,7 @@ class MAP(Method):
     paper = ("Li et al., MAP: Low-compute Model Merging with Amortized Pareto Fronts via Quadratic "
              "Approximation, 2024")
     url = "https://arxiv.org/abs/2406.07529"
+    budget = "evaluations"      # its default design, (T+1)(T+2) + reevaluate, is a leaderboard's matched budget
 
     points: int | None = None       # design size (adaptive: total budget); default (T+1)(T+2)
     design: Literal["sobol", "lhs"] = "sobol"

@@ -92,6 +92,7 @@ class ParetoMerging(Conditioned):
 
     paper = "Chen & Kwok, Pareto Merging: Multi-Objective Optimization for Preference-Aware Model Merging, ICML 2025"
     url = "https://arxiv.org/abs/2408.12105"
+    budget = "steps"            # one run of `steps` for every preference
     state_file = "lowrank.pt"
     label = "pareto_merging"
 

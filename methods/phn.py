@@ -65,6 +65,7 @@ class PHN(Conditioned):
 
     paper = "Navon et al., Learning the Pareto Front with Hypernetworks, ICLR 2021 (applied to merging coefficients)"
     url = "https://arxiv.org/abs/2010.04104"
+    budget = "steps"            # one run of `steps` for every preference
     state_file = "hypernet.pt"
     label = "phn"
 

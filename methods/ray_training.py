@@ -127,6 +127,7 @@ class RayTraining(Method):
 
     paper: ClassVar[str] = PAPERS["ls"][0]
     url: ClassVar[str] = PAPERS["ls"][1]
+    budget: ClassVar[str] = "steps_per_ray"   # every ray is a training run of `steps`
 
     scalarizer: Literal["ls", "tchebycheff", "stch", "epo", "mgda"] = "ls"   # methods/scalarize.py (the entry's default)
     space: Literal["full", "layerwise", "taskwise"] = "full"
@@ -153,6 +154,16 @@ class RayTraining(Method):
         if self.scalarizer in PAPERS:                 # the leaderboard's footnote follows the scalarizer
             object.__setattr__(self, "paper", PAPERS[self.scalarizer][0])
             object.__setattr__(self, "url", PAPERS[self.scalarizer][1])
+
+    @staticmethod
+    def default_max_rays(T: int) -> int:
+        """The ray cap when max_rays is null: the full grid up to 3 tasks (11, 66 rays), else the T one-hots + the equal ray."""
+        return 66 if T <= 3 else T + 1
+
+    @classmethod
+    def n_rays(cls, T: int, options: dict) -> int:
+        return len(resolve_rays(options.get("rays"), T, options["partitions"],
+                                options.get("max_rays") or cls.default_max_rays(T)))
 
     @property
     def host_losses(self) -> bool:
@@ -183,7 +194,7 @@ class RayTraining(Method):
     # ---- the loop ------------------------------------------------------------------------------
     def approximate_front(self, suite, *, evaluator, seed: int, checkpoints=None) -> Front:
         T = suite.num_tasks
-        max_rays = self.max_rays if self.max_rays is not None else (66 if T <= 3 else T + 1)
+        max_rays = self.max_rays if self.max_rays is not None else self.default_max_rays(T)
         rays = resolve_rays(self.rays, T, self.partitions, max_rays)
         lr = resolve_lr(self.lr, self.space, suite.analytic)
         theta0, tv = suite.theta0(), suite.task_vectors()

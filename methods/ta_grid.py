@@ -55,6 +55,7 @@ def grid_coefficients(mode: str, num_tasks: int, points: int, lo: float, hi: flo
 class TAGrid(Method):
     paper = "Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023"
     url = "https://arxiv.org/abs/2212.04089"
+    budget = "evaluations"
 
     mode: Literal["shared", "grid", "simplex"] = "shared"   # one λ for all tasks | per-task grid | λ = s·d on the simplex
     points: int = 11            # per axis (shared, grid)
@@ -73,6 +74,18 @@ class TAGrid(Method):
             raise BenchError(f"method.lo={self.lo} must be below method.hi={self.hi}, both finite")
         if not self.scales or not all(np.isfinite(v) and v > 0 for v in self.scales):
             raise BenchError(f"method.scales={list(self.scales)} must be positive numbers, e.g. [0.5,1.0]")
+
+    @classmethod
+    def matched(cls, options: dict, T: int, evaluations: int) -> dict:
+        """Within `evaluations`: a per-task grid where its fewest points (2 per axis) fit, else
+        λ = s·d on the simplex with the most das-dennis partitions whose points × scales fit."""
+        if 2 ** T <= evaluations:
+            return {**options, "mode": "grid", "max_points": evaluations}
+        scales = len(options["scales"] if "scales" in options else cls().scales)
+        p = 1
+        while n_das_dennis(T, p + 1) * scales <= evaluations:
+            p += 1
+        return {**options, "mode": "simplex", "partitions": p, "max_points": evaluations}
 
     def approximate_front(self, suite, *, evaluator, seed: int, checkpoints=None) -> Front:
         lams = grid_coefficients(self.mode, suite.num_tasks, self.points, self.lo, self.hi,

@@ -37,6 +37,7 @@ class Suite:
     objective: ClassVar[str] = "loss"   # "loss" (lower is better) or "accuracy"
     modality: ClassVar[str] = "analytic"   # what a batch holds: analytic (no data), image, text
     train_batch_size: ClassVar[int] = 1    # examples per task per training step, the papers' default
+    leaderboard_scale: ClassVar[float | None] = None   # × training steps on a leaderboard (None: the spec's scale)
     random_weights: bool = False        # benchmark-only suites never enter a leaderboard
     tasks: list[str]
     _theta0: Params

@@ -25,6 +25,7 @@ class ToyQuadratic(Suite):
     version = "1"
     objective = "loss"
     modality = "analytic"
+    leaderboard_scale = 1.0     # milliseconds a step: a leaderboard runs the published budgets, unscaled
 
     def __init__(self, num_tasks: int = 2, dim: int = 10, seed: int = 0, condition: float = 10.0,
                  front_points: int = 2000):

@@ -14,8 +14,8 @@ import pytest
 
 from bench.cli import main
 from bench.config import compose
-from bench.report import build_tables, leaderboard_records
 from bench.run import run
+from bench.tables import load_leaderboard
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -55,12 +55,69 @@ def test_html_needs_out_dir(page_dir, capsys):
     assert "give out_dir=DIR" in capsys.readouterr().err
 
 
+REPORTS = ("bench.tables", "bench.reference", "bench.bootstrap", "bench.report", "bench.html", "bench.plots",
+           "bench.plots_many", "bench.eaf", "bench.figstyle", "bench.leaderboard")
+
+
+def entries(fn) -> dict[str, int]:
+    """Run fn; per report module, the most times one call stack entered it: its frames among the
+    stack's report-module frames, counted as runs (html → plots → html would be 2 for html)."""
+    import sys
+
+    most: dict[str, int] = {}
+
+    def profile(frame, event, arg):
+        if event != "call" or frame.f_globals.get("__name__") not in REPORTS:
+            return
+        chain, f = [], frame
+        while f is not None:
+            m = f.f_globals.get("__name__")
+            if m in REPORTS and (not chain or chain[-1] != m):
+                chain.append(m)
+            f = f.f_back
+        for m in set(chain):
+            most[m] = max(most.get(m, 0), chain.count(m))
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return most
+
+
+def test_the_page_reads_the_records_once(page_dir, tmp_path, monkeypatch):
+    """`bench table format=html`: one reading of the records, one table build and bootstrap for the
+    table, the page and the figures; and no report module is entered again from below itself."""
+    import importlib
+
+    out, site = page_dir
+    calls = {}
+    for target in ("bench.tables:load_records", "bench.tables:build_tables", "bench.bootstrap:group_samples",
+                   "bench.tables:reference_front"):
+        module, name = target.split(":")
+        original = getattr(importlib.import_module(module), name)
+
+        def counted(*args, _t=target, _f=original, **kwargs):
+            calls[_t] = calls.get(_t, 0) + 1
+            return _f(*args, **kwargs)
+        monkeypatch.setattr(importlib.import_module(module), name, counted)
+    with contextlib.redirect_stdout(io.StringIO()):
+        most = entries(lambda: main(["table", "format=html", f"out={out}", f"out_dir={tmp_path / 'site'}",
+                                     "resamples=10"]))
+    assert calls == {"bench.tables:load_records": 1, "bench.tables:build_tables": 1,
+                     "bench.bootstrap:group_samples": 2, "bench.tables:reference_front": 2}   # two suite keys
+    assert {"bench.report", "bench.tables", "bench.html", "bench.plots", "bench.figstyle"} <= set(most)
+    assert max(most.values()) == 1, most
+    assert (tmp_path / "site" / "index.html").read_text() == (site / "index.html").read_text()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium; .ci/run does)")
 def test_in_a_headless_browser(page_dir):
     from playwright.sync_api import sync_playwright
 
     out, site = page_dir
-    tables = build_tables(leaderboard_records(str(out)), resamples=0)
+    tables = load_leaderboard(str(out), resamples=0).tables
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

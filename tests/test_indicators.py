@@ -83,6 +83,19 @@ def test_igd_is_zero_on_the_reference_front_and_none_without_one():
     assert out["igd"] is None and out["gd"] is None
 
 
+def test_pooled_front_is_the_non_dominated_union():
+    A = np.array([[0.2, 0.8], [0.5, 0.5], [0.9, 0.9], [np.nan, 0.0]])
+    B = np.array([[0.5, 0.5], [0.8, 0.1], [0.6, 0.6]])
+    pf = indicators.pooled_front([A, B])
+    np.testing.assert_array_equal(pf, [[0.2, 0.8], [0.5, 0.5], [0.8, 0.1]])    # the repeat kept once, NaN dropped
+    assert indicators.pooled_front([np.full((1, 2), np.nan)]) is None and indicators.pooled_front([]) is None
+
+
+def test_the_core_builds_no_suite():
+    """Reference fronts that rebuild a suite (through the config) live in the reports, not here."""
+    assert not hasattr(indicators, "analytic_front") and not hasattr(indicators, "RefFront")
+
+
 def test_indicator_registry_metadata_and_what_a_record_stores():
     """Every indicator declares its direction and whether it needs a reference front; a record
     stores IGD-type indicators only where the suite's front is analytic (not pooled over runs)."""

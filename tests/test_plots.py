@@ -14,12 +14,13 @@ import pytest
 from bench import indicators
 from bench.config import compose
 from bench.front import Front
-from bench.plots import STYLE, WIDE, WIDTH, make_figures, palette, plt, style
+from bench.figstyle import STYLE, WIDE, WIDTH, palette, plt, style
+from bench.plots import write_figures
 from bench.plots_many import family, hv_tasks_figures, pair_front, pairs_figure, panels, parallel_figure
 from bench.record import RunRecord, write_run
 from bench.rundir import run_directory
-from bench.report import build_tables, by_suite_key, config_key, leaderboard_records
 from bench.run import run
+from bench.tables import config_key, load_leaderboard
 
 DPI = STYLE["savefig.dpi"]
 
@@ -36,8 +37,13 @@ def toy_runs(out: Path, num_tasks: int) -> None:
 
 
 def tables_of(out: Path) -> tuple[list, list[RunRecord]]:
-    recs = leaderboard_records(str(out))
-    return build_tables(recs), recs
+    lb = load_leaderboard(str(out), resamples=0)
+    return lb.tables, lb.records
+
+
+def make_figures(out: Path, figures: Path) -> list[Path]:
+    """What `bench plot` does: the records read once (no bootstrap), every figure written."""
+    return write_figures(load_leaderboard(str(out), resamples=0), figures)
 
 
 KINDS = ("front", "eaf", "pairs", "parallel", "hv-cost", "hv-tasks")
@@ -55,7 +61,7 @@ def kinds(paths: list[Path]) -> dict[str, set[str]]:
 def test_figures_for_2_3_5_8_tasks(tmp_path, num_tasks):
     out = tmp_path / "runs"
     toy_runs(out, num_tasks)
-    paths = make_figures(str(out), tmp_path / "fig")
+    paths = make_figures(out, tmp_path / "fig")
     stem = f"toy-quadratic-v1-{num_tasks}t-"
     assert all(p.name.startswith(stem) for p in paths)
     expected = ("front", "hv-cost") if num_tasks <= 3 else ("pairs", "parallel", "hv-cost")
@@ -79,7 +85,7 @@ def test_pairwise_matrix_has_one_panel_per_pair_and_the_pairwise_fronts(tmp_path
     tables, recs = tables_of(out)
     (table,) = tables
     with plt.rc_context(STYLE):
-        fig = pairs_figure(table, by_suite_key(recs)[table.suite_key], palette(recs))
+        fig = pairs_figure(table, palette(tables))
     assert len(fig.axes) == 5 * 4 // 2 == len(panels(5))
     labels = {(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes}
     assert ("task0", "task4") in labels and ("task3", "") in labels and ("", "task1") in labels
@@ -91,13 +97,13 @@ def test_pairwise_matrix_has_one_panel_per_pair_and_the_pairwise_fronts(tmp_path
     brute = brute[np.argsort(brute[:, 0], kind="stable")]
     np.testing.assert_array_equal(pair_front(V, 1, 4, "loss"), brute)
     ax = fig.axes[list(panels(5)).index((3, 1))]              # task1 (x) against task4 (y)
-    colour = style(palette(recs)[config_key(grid)])["color"]
+    colour = style(palette(tables)[config_key(grid)])["color"]
     (stairs,) = [line for line in ax.get_lines() if line.get_drawstyle() == "steps-post"
                  and same_color(line.get_color(), colour)]
     np.testing.assert_array_equal(stairs.get_xydata(), brute)
     plt.close(fig)
     with plt.rc_context(STYLE):
-        fig = parallel_figure(table, by_suite_key(recs)[table.suite_key], palette(recs))
+        fig = parallel_figure(table, palette(tables))
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == list(table.tasks)
     n_lines = sum(len(c.get_segments()) for c in ax.collections if hasattr(c, "get_segments"))
@@ -118,12 +124,12 @@ def test_hv_against_tasks_only_with_several_t(tmp_path):
     run_quiet(out, "method=ta_grid", "tasks.num_tasks=2", "seed=1")
     run_quiet(out, "method=ta_grid", "tasks.num_tasks=2", "tasks.dim=5")     # other settings: never on one figure
     tables, recs = tables_of(out)
-    assert hv_tasks_figures(tables, recs, palette(recs)) == []
+    assert hv_tasks_figures(tables, palette(tables)) == []
     run_quiet(out, "method=ta_grid", "tasks.num_tasks=4", "tasks.dim=5")
-    assert kinds(make_figures(str(out), tmp_path / "fig"))["hv-tasks"] == {".png", ".pdf"}
+    assert kinds(make_figures(out, tmp_path / "fig"))["hv-tasks"] == {".png", ".pdf"}
     tables, recs = tables_of(out)
     assert len({family(t) for t in tables}) == 2
-    ((name, fig),) = hv_tasks_figures(tables, recs, palette(recs))            # only dim=5 has two T
+    ((name, fig),) = hv_tasks_figures(tables, palette(tables))                # only dim=5 has two T
     assert name.startswith("toy-quadratic-v1-") and name.endswith("-hv-tasks")
     # a loss suite: HV / HV of the ideal point (every fine-tuned loss is 0 on toy-quadratic)
     ours = sorted((r for r in recs if r.suite_config["dim"] == 5), key=lambda r: len(r.tasks))
@@ -160,10 +166,10 @@ def test_accuracy_suite_normalised_hv_against_tasks(tmp_path):
             directory = run_directory(out, rec.suite, rec.method, rec.run_id)
             directory.mkdir(parents=True)
             write_run(directory, rec, "x: 1\n")
-    paths = make_figures(str(out), tmp_path / "fig")
+    paths = make_figures(out, tmp_path / "fig")
     assert set(kinds(paths)) == set(KINDS)
     tables, recs = tables_of(out)
-    ((_, fig),) = hv_tasks_figures(tables, recs, palette(recs))
+    ((_, fig),) = hv_tasks_figures(tables, palette(tables))
     ax = fig.axes[0]
     assert ax.get_ylabel() == "normalised HV ↑"
     np.testing.assert_allclose(ax.get_lines()[-1].get_ydata(), [np.mean(hvn[2]), np.mean(hvn[4])], rtol=1e-12)
@@ -190,14 +196,12 @@ def test_attainment_surfaces_against_brute_force():
 
 
 def test_eaf_figure_only_with_several_seeds(tmp_path):
-    from bench.plots import make_figures
-
     out = tmp_path / "runs"
     for seed in (0, 1, 2):
         run_quiet(out, "method=ls", "method.steps=5", "method.partitions=3", f"seed={seed}")
     run_quiet(out, "method=ta_grid")
-    names = [p.name for p in make_figures(str(out), tmp_path / "fig")]
+    names = [p.name for p in make_figures(out, tmp_path / "fig")]
     assert sum(n.endswith("-eaf.png") for n in names) == 1
     solo = tmp_path / "solo"
     run_quiet(solo, "method=ta_grid")
-    assert not any(n.endswith("-eaf.png") for n in map(lambda p: p.name, make_figures(str(solo), tmp_path / "f2")))
+    assert not any(n.endswith("-eaf.png") for n in map(lambda p: p.name, make_figures(solo, tmp_path / "f2")))

@@ -17,8 +17,9 @@ from bench.cli import main
 from bench.config import compose
 from bench.record import RunRecord, load_records, write_run
 from bench.rundir import run_directory
-from bench.report import table_text
+from bench.report import render
 from bench.run import run
+from bench.tables import load_leaderboard
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / "results" / "baselines" / "ta_grid-toy-quadratic-2t-grid.json"
@@ -37,8 +38,8 @@ def cmd_check(argv: list[str]) -> int:
     return main(["check", *argv])
 
 
-def table(out: Path, fmt: str = "md", tasks: str | None = None) -> str:
-    return table_text(str(out), tasks, fmt)
+def table(out: Path, fmt: str = "md", tasks: str | None = None, resamples: int = 1000) -> str:
+    return render(load_leaderboard(str(out), tasks, resamples), fmt)
 
 
 # ---- independent reference computations (numpy only) ------------------------------------------
@@ -164,7 +165,8 @@ def test_bootstrap_interval_and_paired_significance(out):
         write_with_examples(out, "best", s, best)
     write_with_examples(out, "twin", 0, twin)
     write_with_examples(out, "weak", 0, weak)
-    csv = pd.read_csv(io.StringIO(table_text(str(out), None, "csv", resamples=B))).set_index("method")
+    lb = load_leaderboard(str(out), resamples=B)                       # read once, rendered three ways
+    csv = pd.read_csv(io.StringIO(render(lb, "csv"))).set_index("method")
     # independent recomputation: the same draws, accuracies by weighted counts, HV by brute force
     W = bootstrap.resample_weights({t: n for t in SYN_TASKS}, B, 0)
     def hv_samples(c):
@@ -178,10 +180,10 @@ def test_bootstrap_interval_and_paired_significance(out):
     assert not csv.loc["best", "hv_ns"]                                # the best row is the reference
     assert csv.loc["twin", "hv_ns"] and csv.loc["twin", "hv_normalized_ns"]
     assert not csv.loc["weak", "hv_ns"] and np.percentile(hb - hw, 2.5) > 0
-    md = table_text(str(out), None, "md", resamples=B)
+    md = render(lb, "md")
     assert re.search(r"\| twin \| 1 \| [0-9.]+ \[[0-9.]+, [0-9.]+\] ≈ \|", md)
     assert f"95 % percentile bootstrap interval of the cell's mean over {B} resamples" in md
-    assert "$\\approx$" in table_text(str(out), None, "latex", resamples=B)
+    assert "$\\approx$" in render(lb, "latex")
 
 
 def test_no_interval_without_examples(out, synthetic):
@@ -255,6 +257,30 @@ def test_analytic_igd_plus_and_config_rows(out):
     assert "analytic Pareto front of toy-quadratic" in md and f"{len(pf)} points, hash {c['igd_ref']['hash']}" in md
 
 
+def test_reference_front_falls_back_only_on_harness_errors(out, monkeypatch):
+    """An analytic suite that cannot be rebuilt (a BenchError: unknown name, bad options) keeps its
+    records' IGD+; any other error is a bug and is raised."""
+    import bench.reference
+    from bench.reference import reference_front
+    from bench.registry import BenchError
+
+    run_quiet(out, "method=ta_grid")
+    (rec,) = load_records(out)
+    assert reference_front([rec]).kind == "analytic"
+    gone = rec.replace(suite="no-such-suite")
+    ref = reference_front([gone])
+    assert ref.kind == "record" and ref.pf is None and ref.hash == rec.igd_ref["hash"]
+    assert "could not be rebuilt: unknown suite 'no-such-suite'" in ref.how
+
+    def broken(name, config):
+        raise ZeroDivisionError("a bug")
+    monkeypatch.setattr(bench.reference, "analytic_front", broken)
+    with pytest.raises(ZeroDivisionError):
+        reference_front([rec])
+    monkeypatch.setattr(bench.reference, "analytic_front", lambda name, config: (_ for _ in ()).throw(BenchError("x")))
+    assert reference_front([rec]).kind == "record"
+
+
 def test_table_cli_errors(out, synthetic, capsys):
     assert main(["table", f"out={out}", "tasks=no-such-suite"]) == 2
     assert "unknown suite 'no-such-suite'" in capsys.readouterr().err
@@ -267,6 +293,10 @@ def test_table_cli_errors(out, synthetic, capsys):
     assert main(["table", f"out={out / 'empty'}"]) == 2
     assert main(["table", f"out={out}", "format=csv"]) == 0
     assert capsys.readouterr().out.startswith("suite,suite_key,tasks,")
+    from bench.registry import BenchError
+
+    with pytest.raises(BenchError, match="format=html is a folder, not a text"):
+        render(load_leaderboard(str(out)), "html")
 
 
 # ---- figures ------------------------------------------------------------------------------------

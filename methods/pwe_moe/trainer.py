@@ -93,6 +93,7 @@ class PWEMoE(Conditioned):
     paper = ("Tang et al., Towards Efficient Pareto Set Approximation via Mixture of Experts Based "
              "Model Fusion, 2024")
     url = "https://arxiv.org/abs/2406.09770"
+    budget = "steps"            # one run of `steps` for every preference
     state_file = ROUTER_FILE
     label = "pwe_moe"
 
