@@ -145,7 +145,7 @@ def _worker(setup: Setup) -> Worker:
         from bench.config import build_from_config
         from bench.evaluator import Evaluator
         from bench.registry import SUITES, load_plugins
-        from bench.run import seed_everything
+        from bench.hardware import seed_everything
 
         load_plugins(setup.plugins)
         seed_everything(setup.seed, setup.deterministic)
