@@ -14,7 +14,7 @@ A baseline is `results/baselines/<name>.json`:
 
 `overrides` are `bench run` overrides (method= and tasks= are required; out= and run_id= are set
 by the check). Each run goes into its own temporary results root (so a pooled IGD reference
-depends on that run alone) through `bench.cli.compose` + `bench.run.run`, on the CPU unless the
+depends on that run alone) through `bench.config.compose` + `bench.run.run`, on the CPU unless the
 overrides name a device. An entry passes when |got − expected| ≤ abs + rel·|expected| (strings,
 integers and nulls must match exactly); its tolerance is stated in the file, per entry. Entries:
 the record's indicators (HV, normalised HV, GD, IGD, IGD+, point counts), the method's cost
@@ -107,9 +107,9 @@ def run_baseline(name: str, overrides: list[str]):
     check_overrides(name, overrides)
     extra = [] if any(o.startswith("device=") for o in overrides) else ["device=cpu"]
     with tempfile.TemporaryDirectory(prefix="bench-check-") as root:
-        cfg = compose([*overrides, *extra, f"out={root}", f"run_id=baseline-{name}"])
+        spec = compose([*overrides, *extra, f"out={root}", f"run_id=baseline-{name}"])
         with contextlib.redirect_stdout(io.StringIO()):
-            path = run(cfg)
+            path = run(spec)
         return RunRecord.from_json(Path(path).read_text(), path=Path(path))
 
 
@@ -260,20 +260,16 @@ def run_into(baselines: dict[str, dict], into: str, seeds: list[int] | None) -> 
     return 0
 
 
-def cmd_check(opts: dict) -> int:
-    update, only = bool(opts["update"]), opts["only"]
-    if isinstance(only, str):
-        only = [s.strip() for s in only.split(",") if s.strip()]
-    elif only is not None:
-        only = [str(s) for s in (only if isinstance(only, list) else [only])]
-    directory = baseline_dir(opts["baselines"])
+def check_baselines(only: list[str] | None = None, baselines: str | None = None, *, update: bool = False,
+                    into: str | None = None, seeds: list[int] | None = None) -> int:
+    """Re-run the baselines `only` names (default: all) of the directory `baselines` and compare (exit code 1 on
+    drift); `update` rewrites their expected values; `into` runs them into a results root for `seeds` instead."""
+    directory = baseline_dir(baselines)
     baselines = load_baselines(directory, only)
     if not baselines:
         raise BenchError(f"no baselines in {str(directory)!r}")
-    if opts["into"] is not None:
-        seeds = opts["seeds"]
-        seeds = None if seeds is None else [int(s) for s in (seeds if isinstance(seeds, list) else [seeds])]
-        return run_into(baselines, str(opts["into"]), seeds)
+    if into is not None:
+        return run_into(baselines, into, seeds)
     from bench.progress import progress
 
     drifted, errors = [], []

@@ -3,21 +3,20 @@
     python -m bench run method=ta_grid tasks=toy-quadratic            # one run → record.json
     python -m bench ls                                                # methods and suites
 
-Each command is described once, in `COMMANDS` (what it does, its options with defaults and help,
-runnable examples); its `--help` text and its argument parsing are generated from that
-description, and its module is imported only when it runs, so `bench ls` and `--help` answer
-without loading torch. Errors in what was asked (unknown names, bad values, unwritable paths) print
+Each command is described once, in `COMMANDS` (its handler here, what it does, its options with defaults
+and help, runnable examples); its `--help` text and its argument parsing are generated from that
+description. A handler parses what the command line gives and calls plain functions of the modules that
+do the work, imported only when it runs, so `bench ls` and `--help` answer without loading torch. Errors in what was asked (unknown names, bad values, unwritable paths) print
 one line on stderr and exit 2, without a traceback.
 """
 from __future__ import annotations
 
 import functools
-import importlib
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.registry import BenchError, unknown_choice
 
@@ -31,7 +30,7 @@ class Option:
 @dataclass(frozen=True)
 class Command:
     name: str
-    target: str                    # "module:function"; gets the parsed options (or argv, when raw)
+    handler: Callable[[Any], int]  # gets the parsed options (or argv, when raw)
     summary: str
     examples: tuple[str, ...]
     options: dict[str, Option] = field(default_factory=dict)
@@ -81,53 +80,6 @@ def _show(v: Any) -> str:
     return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
 
-RESULTS = Option("results/runs", "results root that `bench run` wrote to")
-COMMANDS: dict[str, Command] = {c.name: c for c in (
-    Command("run", "bench.cli:cmd_run", "Run one method on one suite and write its record (Hydra overrides; -m sweeps).",
-            ("python -m bench run                                   # the default: pwe_moe_ls on tiny-clip digits+dots",
-             "python -m bench run method=ta_grid tasks=toy-quadratic method.points=21",
-             "python -m bench run -m method=ta_grid,ls tasks=toy-quadratic seed=0,1"),
-            raw=True, usage="[-m] [method=NAME] [tasks=SUITE] [method.KEY=V] [tasks.KEY=V] [SETTING=V]"),
-    Command("ls", "bench.cli:cmd_ls", "List the registered methods and suites, one entry's options with their "
-            "defaults, or the unfinished runs under out=.",
-            ("python -m bench ls", "python -m bench ls ta_grid", "python -m bench ls tiny-clip",
-             "python -m bench ls runs out=results/runs"),
-            {"name": Option(None, "a method or suite (its options, defaults and documentation), or runs"),
-             "out": RESULTS}, positional="name"),
-    Command("table", "bench.report:cmd_table", "Paper-style leaderboard from the records under out=.",
-            ("python -m bench table", "python -m bench table tasks=toy-quadratic format=latex",
-             "python -m bench table format=csv out=results/runs > leaderboard.csv",
-             "python -m bench table format=html out_dir=results/leaderboard/html"),
-            {"tasks": Option(None, "one suite (default: every suite with records)"),
-             "format": Option("md", "md | latex | csv | html"), "out": RESULTS,
-             "resamples": Option(1000, "bootstrap resamples of the test examples behind HV's 95 % interval (0: none)"),
-             "out_dir": Option(None, "format=html: the page's folder (index.html, figures/)")}),
-    Command("plot", "bench.plots:cmd_plot", "Fronts of every method on a suite (a pairwise matrix and parallel "
-            "coordinates past 3 tasks), HV against cost and against the number of tasks (PNG, PDF).",
-            ("python -m bench plot", "python -m bench plot tasks=toy-quadratic figures=paper/figures"),
-            {"tasks": Option(None, "one suite (default: every suite with records)"),
-             "figures": Option(None, "output directory (default: <out>/figures)"), "out": RESULTS}),
-    Command("check", "bench.check:cmd_check", "Re-run results/baselines and exit 1 on drift (--update rewrites them).",
-            ("python -m bench check", "python -m bench check only=ta_grid-toy-quadratic-2t-grid",
-             "python -m bench check --update only=NAME",
-             "python -m bench check into=results/runs/leaderboard seeds=[0,1,2]",
-             "python -m bench check published=fusionbench-clip-vit-b32-ta device=cuda"),
-            {"only": Option(None, "baseline names, comma-separated (default: all)"),
-             "baselines": Option(None, "directory of baselines (default: results/baselines)"),
-             "into": Option(None, "run the configs into this results root and keep the records (no comparison)"),
-             "seeds": Option(None, "with into=: seeds to run, e.g. [0,1,2]"),
-             "published": Option(None, "reproduce a published reference (results/published/NAME.yaml, or a .yaml path) "
-                                       "on the real checkpoints; other key=value are `bench run` overrides (device=cuda, "
-                                       "tasks.pretrained=DIR, out=DIR); exit 1 outside its tolerance")},
-            {"--update": "rewrite the expected values (tolerances are kept)"}),
-    Command("export", "bench.export:cmd_export", "Write the merged model of a trained run at one preference (save_pretrained).",
-            ("python -m bench export method=pwe_moe_ls tasks=tiny-clip 'tasks.names=[digits,dots]' "
-             "preference=[0.3,0.7] out=exported/digits-dots",),
-            raw=True, usage="method=NAME tasks=SUITE [tasks.KEY=V] [method.KEY=V] [seed=N] preference=[r1,...,rT] "
-                            "out=DIR [runs=RESULTS_ROOT] [device=auto|cpu|cuda]"),
-)}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -144,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{what}; " + (f"the work paid for is kept: {hint}" if hint else "the unfinished run kept nothing"),
               file=sys.stderr)
         return 130 if isinstance(e, KeyboardInterrupt) else 143
+    except BrokenPipeError:                      # `bench ls | head`: the reader left; nothing more to say
+        sys.stderr.close()
+        return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -166,9 +121,7 @@ def _dispatch(name: str, rest: list[str]) -> int:
         if name == "check" and any(a.split("=", 1)[0] == "published" for a in rest):
             from bench.published import cmd_published      # its other arguments are `bench run` overrides
             return int(cmd_published(rest))
-        module, fn = cmd.target.split(":")
-        handler = getattr(importlib.import_module(module), fn)
-        return int(handler(rest if cmd.raw else cmd.parse(rest)) or 0)
+        return int(cmd.handler(rest if cmd.raw else cmd.parse(rest)) or 0)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -278,23 +231,22 @@ def sweep_job(cfg, run):
     import hashlib
     import json
 
-    from omegaconf import OmegaConf
-
-    from bench.config import settings
+    from bench.config import spec_of
     from bench.rundir import NOT_COMPARED, RUN_FILE, run_directory
 
     try:
-        s = settings(cfg)
+        spec = spec_of(cfg)                    # the launcher composed this job: validated once, here
+        s = spec.settings
         if s.resume == "true":
-            compared = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NOT_COMPARED}
+            compared = {k: v for k, v in spec.config.items() if k not in NOT_COMPARED}
             run_id = f"s{s.seed}-" + hashlib.sha1(json.dumps(compared, sort_keys=True, default=str).encode()).hexdigest()[:12]
-            directory = run_directory(s.out, cfg.tasks.name, cfg.method.name, run_id)
+            directory = run_directory(s.out, spec.suite_name, spec.method_name, run_id)
             if (directory / "record.json").is_file():
-                print(f"{cfg.method.name} on {cfg.tasks.name}: finished in an earlier attempt\n{directory / 'record.json'}")
+                print(f"{spec.method_name} on {spec.suite_name}: finished in an earlier attempt\n{directory / 'record.json'}")
                 return directory / "record.json"
             started = (directory / RUN_FILE).is_file()
-            cfg = OmegaConf.merge(cfg, {"resume": run_id if started else None, "run_id": None if started else run_id})
-        return run(cfg)
+            spec = spec.replace(resume=run_id if started else None, run_id=None if started else run_id)
+        return run(spec)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return e
@@ -375,3 +327,102 @@ def _ls_runs(out: str) -> int:
               + f"  resume: python -m bench run method={cfg['method']['name']} tasks={cfg['tasks']['name']} ... "
               f"out={out} resume={d.name}")
     return 0
+
+
+# ---- table, plot, check, export ----------------------------------------------------------------------
+def cmd_table(opts: dict) -> int:
+    from bench.report import cmd_table as table
+
+    return table(opts)
+
+
+def cmd_plot(opts: dict) -> int:
+    from bench.plots import cmd_plot as plot
+
+    return plot(opts)
+
+
+def cmd_check(opts: dict) -> int:
+    from bench.check import check_baselines
+
+    only, seeds = opts["only"], opts["seeds"]
+    if isinstance(only, str):
+        only = [s.strip() for s in only.split(",") if s.strip()]
+    elif only is not None:
+        only = [str(s) for s in (only if isinstance(only, list) else [only])]
+    if seeds is not None:
+        seeds = [int(s) for s in (seeds if isinstance(seeds, list) else [seeds])]
+    return check_baselines(only, opts["baselines"], update=bool(opts["update"]),
+                           into=None if opts["into"] is None else str(opts["into"]), seeds=seeds)
+
+
+def cmd_export(argv: list[str]) -> int:
+    """export's own options (preference=, out=, runs=); every other argument is a `bench run` override."""
+    from bench.config import compose
+    from bench.export import OWN_KEYS, export, parse_preference
+
+    own, rest = {}, []
+    for a in argv:
+        key, eq, value = a.partition("=")
+        if eq and key in OWN_KEYS:
+            own[key] = value
+        else:
+            rest.append(a)
+    if "preference" not in own:
+        raise BenchError("export needs preference=[r1,...,rT] (one entry per task, summing to 1), "
+                         "e.g. preference=[0.3,0.7]")
+    if "out" not in own:
+        raise BenchError("export needs out=DIR, the directory to write the model to")
+    pref = parse_preference(own["preference"])
+    from bench.rays import validate_preference
+
+    validate_preference(pref, len(pref))                       # sign / sum errors before any loading
+    export(compose(rest), pref, Path(own["out"]), own.get("runs"))
+    return 0
+
+
+RESULTS = Option("results/runs", "results root that `bench run` wrote to")
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("run", cmd_run, "Run one method on one suite and write its record (Hydra overrides; -m sweeps).",
+            ("python -m bench run                                   # the default: pwe_moe_ls on tiny-clip digits+dots",
+             "python -m bench run method=ta_grid tasks=toy-quadratic method.points=21",
+             "python -m bench run -m method=ta_grid,ls tasks=toy-quadratic seed=0,1"),
+            raw=True, usage="[-m] [method=NAME] [tasks=SUITE] [method.KEY=V] [tasks.KEY=V] [SETTING=V]"),
+    Command("ls", cmd_ls, "List the registered methods and suites, one entry's options with their "
+            "defaults, or the unfinished runs under out=.",
+            ("python -m bench ls", "python -m bench ls ta_grid", "python -m bench ls tiny-clip",
+             "python -m bench ls runs out=results/runs"),
+            {"name": Option(None, "a method or suite (its options, defaults and documentation), or runs"),
+             "out": RESULTS}, positional="name"),
+    Command("table", cmd_table, "Paper-style leaderboard from the records under out=.",
+            ("python -m bench table", "python -m bench table tasks=toy-quadratic format=latex",
+             "python -m bench table format=csv out=results/runs > leaderboard.csv",
+             "python -m bench table format=html out_dir=results/leaderboard/html"),
+            {"tasks": Option(None, "one suite (default: every suite with records)"),
+             "format": Option("md", "md | latex | csv | html"), "out": RESULTS,
+             "resamples": Option(1000, "bootstrap resamples of the test examples behind HV's 95 % interval (0: none)"),
+             "out_dir": Option(None, "format=html: the page's folder (index.html, figures/)")}),
+    Command("plot", cmd_plot, "Fronts of every method on a suite (a pairwise matrix and parallel "
+            "coordinates past 3 tasks), HV against cost and against the number of tasks (PNG, PDF).",
+            ("python -m bench plot", "python -m bench plot tasks=toy-quadratic figures=paper/figures"),
+            {"tasks": Option(None, "one suite (default: every suite with records)"),
+             "figures": Option(None, "output directory (default: <out>/figures)"), "out": RESULTS}),
+    Command("check", cmd_check, "Re-run results/baselines and exit 1 on drift (--update rewrites them).",
+            ("python -m bench check", "python -m bench check only=ta_grid-toy-quadratic-2t-grid",
+             "python -m bench check --update only=NAME",
+             "python -m bench check into=results/runs/leaderboard seeds=[0,1,2]",
+             "python -m bench check published=fusionbench-clip-vit-b32-ta device=cuda"),
+            {"only": Option(None, "baseline names, comma-separated (default: all)"),
+             "baselines": Option(None, "directory of baselines (default: results/baselines)"),
+             "into": Option(None, "run the configs into this results root and keep the records (no comparison)"),
+             "seeds": Option(None, "with into=: seeds to run, e.g. [0,1,2]"),
+             "published": Option(None, "reproduce a published reference (results/published/NAME.yaml, or a .yaml path) "
+                                       "on the real checkpoints; other key=value are `bench run` overrides (device=cuda, "
+                                       "tasks.pretrained=DIR, out=DIR); exit 1 outside its tolerance")},
+            {"--update": "rewrite the expected values (tolerances are kept)"}),
+    Command("export", cmd_export, "Write the merged model of a trained run at one preference (save_pretrained).",
+            ("python -m bench export method=pwe_moe_ls tasks=tiny-clip 'tasks.names=[digits,dots]' "
+             "preference=[0.3,0.7] out=exported/digits-dots",),
+            raw=True, usage="method=NAME tasks=SUITE [tasks.KEY=V] [method.KEY=V] [seed=N] preference=[r1,...,rT] "
+                            "out=DIR [runs=RESULTS_ROOT] [device=auto|cpu|cuda]"),
+)}

@@ -1,9 +1,9 @@
 """Configuration: one source for every default, validated once, at the edge.
 
     >>> from bench.config import compose
-    >>> cfg = compose(["method=ta_grid", "tasks=toy-quadratic", "method.points=5"])
-    >>> cfg.method.points, cfg.method.mode, cfg.seed
-    (5, 'shared', 0)
+    >>> spec = compose(["method=ta_grid", "tasks=toy-quadratic", "method.points=5"])
+    >>> spec.method.points, spec.method.mode, spec.settings.seed, spec.suite_kwargs["num_tasks"]
+    (5, 'shared', 0, 2)
 
 Every default comes from a signature: a method's or suite's typed constructor *is* its config
 schema, and the run's own settings are the fields of `Settings`. Hydra composes the run config
@@ -337,23 +337,67 @@ def check_keys(job: list[str]) -> dict[str, str]:
     return chosen
 
 
-def compose(overrides: list[str]):
-    """The resolved run config of one job, validated (keys before Hydra, types and values after)."""
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, composed and validated once: what `bench.run.run` executes as it is.
+
+    The method is constructed here (a small dataclass: every value checked); the suite's arguments are typed
+    here and the suite is built by the run (it loads models and data). `config` is the resolved config as the
+    record stores it (and what resume compares)."""
+
+    settings: Settings
+    method_name: str
+    method: Any
+    suite_name: str
+    suite_kwargs: dict
+    config: dict
+    overrides: tuple[str, ...] = ()       # the command line it was composed from (empty for a launcher's job)
+
+    def build_suite(self):
+        return SUITES.entry(self.suite_name).obj(**self.suite_kwargs)
+
+    @property
+    def yaml(self) -> str:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_yaml(OmegaConf.create(self.config))
+
+    def replace(self, **settings_changes: Any) -> "RunSpec":
+        """The same run with other settings (e.g. resume=, run_id= of a launcher job continuing its own run)."""
+        s = dataclasses.replace(self.settings, **settings_changes)
+        return dataclasses.replace(self, settings=s, config={**self.config, **settings_changes})
+
+
+def compose_config(overrides: list[str]):
+    """Hydra's composed config of one job (keys checked before Hydra runs): the plain tree, not yet validated."""
     from hydra import compose as _compose, initialize_config_dir
 
     load_plugins(plugin_overrides(overrides))
     check_keys(overrides)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = _compose(config_name="run", overrides=list(overrides))
-    settings(cfg)
-    entry = SUITES.entry(cfg.tasks.name)          # building a suite loads it: types only, values when it runs
-    kwargs = coerce_kwargs(entry.obj, {k: v for k, v in _plain(cfg.tasks).items() if k != "name"}, "tasks.")
+        return _compose(config_name="run", overrides=list(overrides))
+
+
+def compose(overrides: list[str]) -> RunSpec:
+    """The run spec of one job, validated (keys before Hydra, types and values after)."""
+    return dataclasses.replace(spec_of(compose_config(overrides)), overrides=tuple(overrides))
+
+
+def spec_of(cfg) -> RunSpec:
+    """A composed config (a Hydra job's, wherever a launcher runs it) → its validated RunSpec."""
+    config = _plain(cfg)
+    s = settings(config)
+    load_plugins(s.plugins)                      # a launcher job in another process: before a name is resolved
+    suite_cfg, method_cfg = dict(config["tasks"]), dict(config["method"])
+    entry = SUITES.entry(suite_cfg.pop("name"))
+    kwargs = coerce_kwargs(entry.obj, {**entry.defaults, **suite_cfg}, "tasks.")
     names = kwargs.get("names")
     if names is not None and len(names) < 2:
         raise BenchError(f"tasks.names={list(names)} has {len(names)} task; a Pareto front needs at least 2, "
                          f"e.g. tasks.names=[{', '.join([*names, '…'][:2])}]")
-    build_from_config(METHODS, cfg.method, "method")   # a method is a small dataclass: its values too
-    return cfg
+    method = build_from_config(METHODS, method_cfg, "method")
+    return RunSpec(settings=s, method_name=method_cfg["name"], method=method, suite_name=entry.name,
+                   suite_kwargs=kwargs, config=config)
 
 
 def plugin_overrides(overrides: list[str]) -> list[str]:

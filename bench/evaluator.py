@@ -15,7 +15,7 @@ the least recently used split rather than run out of memory; batches are views o
 losses and correct counts are summed on the device and read once per task and split (no host
 sync per batch); `compile=True` runs the forward through `torch.compile`. Results are cached by
 (suite key, split, merge recipe): a repeated candidate costs nothing. With a `journal`
-(bench/journal.py) every evaluation is appended as it completes and a resumed run reads them back
+(bench/rundir.py's `Journal`) every evaluation is appended as it completes and a resumed run reads them back
 instead of recomputing. `evaluations` counts full passes of one merged model over one split (all
 requested tasks), the unit of cost in records, across attempts (`reused`: those read back).
 Metrics that `bench.parallel` workers computed enter through `record`: cached, journaled and

@@ -32,52 +32,32 @@ from bench.registry import BenchError
 OWN_KEYS = ("preference", "out", "runs")
 
 
-def cmd_export(argv: list[str]) -> int:
-    own, rest = split_args(argv)
-    if "preference" not in own:
-        raise BenchError("export needs preference=[r1,...,rT] (one entry per task, summing to 1), "
-                         "e.g. preference=[0.3,0.7]")
-    if "out" not in own:
-        raise BenchError("export needs out=DIR, the directory to write the model to")
-    pref = parse_preference(own["preference"])
-
-    from bench.config import build_from_config, compose
-    from bench.registry import METHODS, SUITES
-    from bench.run import resolve_device
+def export(spec, preference: list[float], dest: Path, runs: Path | None = None) -> Path:
+    """The merged model of the latest matching run of `spec` (under `runs`, default its out=) at `preference`,
+    written to `dest` with save_pretrained (+ heads, tokenizer, export.json)."""
+    from bench.hardware import resolve_device
     from bench.rays import validate_preference
+    from bench.registry import METHODS
 
-    validate_preference(pref, len(pref))                       # sign / sum errors before any loading
-    cfg = compose(rest)
-    entry = METHODS.entry(cfg.method.name)
+    validate_preference(preference, len(preference))           # sign / sum errors before any loading
+    entry = METHODS.entry(spec.method_name)
     if not hasattr(entry.obj, "export_params"):
         able = [e.name for e in METHODS if hasattr(e.obj, "export_params")]
-        raise BenchError(f"method {cfg.method.name!r} saves no model to export; valid choices: {', '.join(able)}")
-    dest = check_destination(Path(own["out"]))
-    runs = Path(own.get("runs", cfg.out))
-    suite = build_from_config(SUITES, cfg.tasks, "tasks").to(resolve_device(cfg.device))
-    ray = validate_preference(pref, suite.num_tasks)
-    record = find_run(runs, cfg, suite, rest)
+        raise BenchError(f"method {spec.method_name!r} saves no model to export; valid choices: {', '.join(able)}")
+    dest = check_destination(dest)
+    runs = Path(runs if runs is not None else spec.settings.out)
+    suite = spec.build_suite().to(resolve_device(spec.settings.device))
+    ray = validate_preference(preference, suite.num_tasks)
+    record = find_run(runs, spec, suite)
     run_dir = record.directory
     params, facts = entry.obj.export_params(suite, run_dir, ray)
-    info = {"method": cfg.method.name, "run": str(run_dir), "run_id": record.run_id, "seed": record.seed,
+    info = {"method": spec.method_name, "run": str(run_dir), "run_id": record.run_id, "seed": record.seed,
             "suite": suite.name, "suite_key": suite.key, "tasks": list(suite.tasks),
             "preference": [float(x) for x in ray], **facts}
     write_export(dest, suite, params, info)
-    print(f"exported {cfg.method.name} at preference {[float(x) for x in ray]} from run {record.run_id}")
+    print(f"exported {spec.method_name} at preference {[float(x) for x in ray]} from run {record.run_id}")
     print(dest)
-    return 0
-
-
-def split_args(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    """(export's own key=value options, the rest: `bench run` overrides)."""
-    own, rest = {}, []
-    for a in argv:
-        key, eq, value = a.partition("=")
-        if eq and key in OWN_KEYS:
-            own[key] = value
-        else:
-            rest.append(a)
-    return own, rest
+    return dest
 
 
 def parse_preference(text: str) -> list[float]:
@@ -98,15 +78,12 @@ def check_destination(dest: Path) -> Path:
     return dest
 
 
-def find_run(runs: Path, cfg, suite, overrides: list[str]):
+def find_run(runs: Path, spec, suite):
     """The latest record under `runs` of this method on this suite key (and any method.*/seed given)."""
-    from omegaconf import OmegaConf
-
     from bench.record import load_records
 
-    method = cfg.method.name
-    wanted = OmegaConf.to_container(cfg.method, resolve=True)
-    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+    method, wanted = spec.method_name, spec.config["method"]
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in spec.overrides if "=" in o}
     method_keys = [k.split(".", 1)[1].split(".")[0] for k in keys if k.startswith("method.")]
     found = []
     for rec in load_records(runs, suite.name):
@@ -115,11 +92,11 @@ def find_run(runs: Path, cfg, suite, overrides: list[str]):
         have = rec.config.get("method", {})
         if any(have.get(k) != wanted.get(k) for k in method_keys):
             continue
-        if "seed" in keys and rec.seed != int(cfg.seed):
+        if "seed" in keys and rec.seed != spec.settings.seed:
             continue
         found.append(rec)
     if not found:
-        cmd = " ".join(["python -m bench run", *overrides, f"out={runs}"])
+        cmd = " ".join(["python -m bench run", *spec.overrides, f"out={runs}"])
         raise BenchError(f"no {method} run on {suite.describe()} (suite key {suite.key}) under runs={str(runs)!r}; "
                          f"run it first: {cmd}")
     return max(found, key=lambda r: (r.created, r.run_id))

@@ -6,7 +6,7 @@
     >>> list(fan_out(lambda worker, x: x * x, [1, 2, 3], suite=None))   # no `workers` block: here, in order
     [1, 4, 9]
 
-`bench.run` opens `workers(n, setup, suite)` around the method. Inside, with n > 1, `fan_out(fn, items, suite)`
+`bench.run` opens `workers(n, setup)` around the method. Inside, with n > 1, `fan_out(fn, items, suite)`
 runs `fn(worker, item)` as Ray tasks, at most n at a time (one CPU each; one GPU each on CUDA), and yields the
 results on the CPU in the order of `items`. A worker rebuilds the run's suite once from its config (an offline
 suite loads from the disk cache in about a second) with the run's device, threads and determinism, so a unit
@@ -145,7 +145,7 @@ def _worker(setup: Setup) -> Worker:
         from bench.config import build_from_config
         from bench.evaluator import Evaluator
         from bench.registry import SUITES, load_plugins
-        from bench.run import seed_everything
+        from bench.hardware import seed_everything
 
         load_plugins(setup.plugins)
         seed_everything(setup.seed, setup.deterministic)

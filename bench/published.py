@@ -152,26 +152,24 @@ def measure(ref: Reference, extra: list[str]) -> tuple[dict[str, float], list[st
     """({task: measured value}, facts to print) for the reference's protocol."""
     from bench.config import compose
 
-    cfg = compose(overrides_for(ref, extra))
+    spec = compose(overrides_for(ref, extra))
     if ref.kind in ("pretrained", "finetuned"):
-        return _references(cfg, ref.kind)
+        return _references(spec, ref.kind)
     if ref.kind == "merged":
-        return _merged(cfg, float(ref.protocol["select"]["lambda"]))
-    return _router_params(cfg, [int(t) for t in ref.values])
+        return _merged(spec, float(ref.protocol["select"]["lambda"]))
+    return _router_params(spec, [int(t) for t in ref.values])
 
 
-def _references(cfg, kind: str) -> tuple[dict[str, float], list[str]]:
+def _references(spec, kind: str) -> tuple[dict[str, float], list[str]]:
     """θ0 on every task, or each fine-tuned model on its own task: the Evaluator, as a record's references."""
     import torch
 
-    from bench.config import build_from_config, settings
     from bench.evaluator import Evaluator
-    from bench.registry import SUITES
-    from bench.run import choose_threads, resolve_device
+    from bench.hardware import choose_threads, resolve_device
 
-    s = settings(cfg)
+    s = spec.settings
     device = resolve_device(s.device)
-    suite = build_from_config(SUITES, cfg.tasks, "tasks").to(device)
+    suite = spec.build_suite().to(device)
     torch.set_num_threads(choose_threads(s.threads, suite, device))
     ev = Evaluator(suite, device, batch_size=s.eval_batch_size)
     if kind == "pretrained":
@@ -183,11 +181,11 @@ def _references(cfg, kind: str) -> tuple[dict[str, float], list[str]]:
                                                                  f"{_device(device, ev.amp)}"]
 
 
-def _merged(cfg, lam: float) -> tuple[dict[str, float], list[str]]:
+def _merged(spec, lam: float) -> tuple[dict[str, float], list[str]]:
     """A `bench run` (its record under out=), read at the point whose coefficients all equal `lam`."""
     from bench.run import run
 
-    path = Path(run(cfg))
+    path = Path(run(spec))
     rec = json.loads(path.read_text())
     for p in rec["points"]:
         if p["x"] and all(abs(x - lam) < 1e-9 for x in p["x"].values()):
@@ -200,27 +198,24 @@ def _merged(cfg, lam: float) -> tuple[dict[str, float], list[str]]:
                      f"method.lo/hi/points, record {path}")
 
 
-def _router_params(cfg, counts_for: list[int]) -> tuple[dict[str, float], list[str]]:
+def _router_params(spec, counts_for: list[int]) -> tuple[dict[str, float], list[str]]:
     """The method's own net on the suite (its trainable parameters: the count at the suite's T), and
     routers of the same upscaled modules for the other T."""
     import torch
 
-    from bench.config import build_from_config
     from bench.methods.pwe_moe.router import Routers
-    from bench.registry import METHODS, SUITES
 
-    suite = build_from_config(SUITES, cfg.tasks, "tasks")
-    method = build_from_config(METHODS, cfg.method, "method")
+    suite, method = spec.build_suite(), spec.method
     if not hasattr(method, "build"):
-        raise BenchError(f"method {cfg.method.name!r} builds no net; router_params needs a PWE-MoE method")
+        raise BenchError(f"method {spec.method_name!r} builds no net; router_params needs a PWE-MoE method")
     net = method.build(suite, torch.Generator().manual_seed(0))
     if not isinstance(getattr(net, "routers", None), Routers):
-        raise BenchError(f"method {cfg.method.name!r} has no PWE-MoE routers; router_params needs pwe_moe_ls or pwe_moe_epo")
+        raise BenchError(f"method {spec.method_name!r} has no PWE-MoE routers; router_params needs pwe_moe_ls or pwe_moe_epo")
     own = sum(p.numel() for p in net.parameters() if p.requires_grad)
     modules = net.routers.num_modules
     out = {str(T): float(own if T == suite.num_tasks else Routers(modules, T).num_trainable()) for T in counts_for}
     mark = "weights=random" if getattr(suite, "random_weights", False) else "real weights"
-    return out, [f"measured: {cfg.method.name} (upscale={method.upscale}) on {suite.name} ({mark}): "
+    return out, [f"measured: {spec.method_name} (upscale={method.upscale}) on {suite.name} ({mark}): "
                  f"{modules} upscaled modules ({net.plan.modules[0]}, …); T = {suite.num_tasks}: the method's net, "
                  f"other T: Routers({modules}, T)"]
 

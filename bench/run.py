@@ -2,55 +2,41 @@
 
     python -m bench run method=ta_grid tasks=toy-quadratic seed=0 out=results/runs
 
-`run(cfg)` is the whole pipeline; everything it calls lives in its own module. `cfg` is a composed,
-validated config (bench.config.compose).
+`run(spec)` is the whole pipeline; everything it calls lives in its own module. `spec` is a RunSpec,
+composed and validated once (bench.config.compose), used here as it is.
 """
 from __future__ import annotations
 
-import ctypes
 import datetime as _dt
-import gc
-import os
-import platform
-import random
-import resource
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
 from bench import indicators, parallel
-from bench.config import build_from_config, settings
+from bench.config import RunSpec
 from bench.evaluator import Evaluator, references
+from bench.hardware import (choose_threads, environment, peak_memory_kind, peak_memory_mb, reset_peak_memory,
+                            resolve_device, seed_everything)
 from bench.record import EXAMPLES, RunRecord, check_writable, examples_file, write_run
 from bench.rundir import JOURNAL, Checkpoints, Journal, claim, find_resumable, run_directory
-from bench.registry import INDICATORS, METHODS, SUITES, BenchError, load_plugins, plugins_used
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SMALL_MODEL = 20_000_000     # merge-able parameters below which one intra-op thread is fastest
+from bench.registry import INDICATORS, METHODS, SUITES, BenchError, plugins_used
 
 
-def run(cfg) -> Path:
+def run(spec: RunSpec) -> Path:
     """Run one method on one suite and write its record; returns the path of record.json."""
-    from omegaconf import OmegaConf
-
-    s = settings(cfg)
-    load_plugins(s.plugins)                      # a launcher job in another process: before any name is resolved
+    s, config, method = spec.settings, spec.config, spec.method
     check_writable(s.out)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    directory = (find_resumable(s.out, cfg.tasks.name, cfg.method.name, config, s.resume) if s.resume else
-                 run_directory(s.out, cfg.tasks.name, cfg.method.name, s.run_id or new_run_id(s.seed)))
+    directory = (find_resumable(s.out, spec.suite_name, spec.method_name, config, s.resume) if s.resume else
+                 run_directory(s.out, spec.suite_name, spec.method_name, s.run_id or new_run_id(s.seed)))
     with claim(directory, config, resume=s.resume is not None):
         device = resolve_device(s.device)
         deterministic = device.type == "cpu" if s.deterministic is None else s.deterministic
         seed_everything(s.seed, deterministic)
-        suite = build_from_config(SUITES, cfg.tasks, "tasks").to(device)
-        method = build_from_config(METHODS, cfg.method, "method")
+        suite = spec.build_suite().to(device)
         evaluator = Evaluator(suite, device, batch_size=s.eval_batch_size, compile=s.compile,
                               journal=Journal(directory / JOURNAL))
         checkpoints = Checkpoints(directory, s.checkpoint_every)
@@ -71,7 +57,7 @@ def run(cfg) -> Path:
 
         pf = suite.true_front()
         record = RunRecord.from_front(
-            front, suite=suite.name, method=cfg.method.name, ref_point=suite.ref_point(), suite_key=suite.key,
+            front, suite=suite.name, method=spec.method_name, ref_point=suite.ref_point(), suite_key=suite.key,
             suite_version=suite.version, suite_config=suite.config(), analytic=pf is not None,
             weights="random" if suite.random_weights else "real", method_paper=getattr(method, "paper", ""),
             method_url=getattr(method, "url", ""),
@@ -84,7 +70,7 @@ def run(cfg) -> Path:
                   "peak_mem_kind": peak_memory_kind(device),
                   **({"resumed_from": directory.name, "evaluations_reused": evaluator.reused} if s.resume else {})},
             env={**environment(device), "deterministic": deterministic},
-            plugins=tuple(plugins_used([METHODS.entry(cfg.method.name), SUITES.entry(cfg.tasks.name), *INDICATORS])))
+            plugins=tuple(plugins_used([METHODS.entry(spec.method_name), SUITES.entry(spec.suite_name), *INDICATORS])))
         ctx = indicators.Context(record.F_included, record.ref_point, pf=pf, objective=record.objective,
                                  finetuned=record.reference_values("finetuned"), rays=indicators.record_rays(record))
         excluded = record.excluded()
@@ -98,7 +84,7 @@ def run(cfg) -> Path:
         examples = examples_file(front.metrics)
         if examples is not None:
             record = record.replace(artifacts=tuple(sorted({*record.artifacts, EXAMPLES})))
-        path = write_run(directory, record, OmegaConf.to_yaml(cfg),
+        path = write_run(directory, record, spec.yaml,
                          {**front.artifacts, **({EXAMPLES: examples} if examples is not None else {})})
     ind = record.indicators
     print(f"{record.method} on {suite.describe()}: hv={ind['hv']:.6g} igd+={_fmt(ind.get('igd_plus'))} "
@@ -115,113 +101,8 @@ def warn_excluded(excluded: dict[str, int], n: int) -> None:
               file=sys.stderr)
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                       # not on Linux
-        return os.cpu_count() or 1
-
-
-def choose_threads(requested: int | None, suite, device: torch.device) -> int:
-    """torch's intra-op threads: as requested, else one for small models on the CPU (tiny-clip on
-    2 shared cores ran 11× faster on one thread than on torch's default two: thread
-    synchronisation dominates, and spinning OpenMP threads collapse when cores are shared), else
-    the cores this process may use."""
-    if requested is not None:
-        return int(requested)
-    n_params = sum(t.numel() for t in suite.theta0().values())
-    return 1 if device.type == "cpu" and n_params < SMALL_MODEL else available_cores()
-
-
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BenchError(f"device={device!r} but no CUDA device is available; valid choices: auto, cpu")
-    return torch.device(device)
-
-
-CLEAR_REFS, STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """The run's own peak from here: CUDA's peak allocated, and on Linux the process's resident high-water mark
-    (VmHWM, reset to the current RSS by writing 5 to /proc/self/clear_refs), so that a worker process running job
-    after job (the leaderboard's, a Hydra launcher's) reports each run's peak, not the largest so far."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    gc.collect()                               # an earlier run's garbage in this process: freed, and
-    _malloc_trim()                             # its heap pages handed back, so they are not counted here
-    try:
-        CLEAR_REFS.write_text("5")
-    except OSError:                            # not Linux, or /proc read-only: peak_memory_kind says so
-        pass
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    hwm = _vm_hwm_kib()
-    return (hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024.0   # KiB → MiB
-
-
-def peak_memory_kind(device: torch.device) -> str:
-    if device.type == "cuda":
-        return "cuda_max_allocated"
-    return "run_max_rss" if _vm_hwm_kib() is not None and os.access(CLEAR_REFS, os.W_OK) else "process_max_rss"
-
-
-def _malloc_trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):           # not glibc
-        pass
-
-
-def _vm_hwm_kib() -> int | None:
-    try:
-        line = next(ln for ln in STATUS.read_text().splitlines() if ln.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return None
-    return int(line.split()[1])
-
-
 def new_run_id(seed: int) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-s{seed}-{uuid.uuid4().hex[:6]}"
-
-
-def environment(device: torch.device) -> dict[str, str]:
-    import pymoo
-    import transformers
-
-    native = os.environ.get("PARETOBENCH_CPU_ISA", "avx2").lower() == "native"   # (bench/__init__.py; not read from
-                                                          # there: a worker may see bench/ as a user's namespace folder)
-    try:
-        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                             text=True, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        git = "unknown"
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {"git": git, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "pymoo": pymoo.__version__,
-            "device": f"{device} ({name})", "threads": str(torch.get_num_threads()), "host_os": os.uname().sysname,
-            "cpu_isa": torch.backends.cpu.get_cpu_capability() if not native else "native", "cpu": cpu_model()}
-
-
-def cpu_model() -> str:
-    """The processor's model name (Linux), recorded because CPU runs differ across vendors at the last digits."""
-    try:
-        return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def _fmt(v) -> str:

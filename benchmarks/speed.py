@@ -57,13 +57,13 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.config import Settings, build_from_config, compose, settings  # noqa: E402
+from bench.config import Settings, compose  # noqa: E402
 from bench.evaluator import Evaluator  # noqa: E402
 from bench.merge import task_arithmetic  # noqa: E402
 from bench.record import atomic_write_text  # noqa: E402
-from bench.registry import METHODS, SUITES, BenchError  # noqa: E402
-from bench.run import (available_cores, choose_threads, environment, peak_memory_mb, reset_peak_memory,  # noqa: E402
-                       resolve_device, seed_everything)
+from bench.registry import BenchError  # noqa: E402
+from bench.hardware import (available_cores, choose_threads, environment, peak_memory_mb, reset_peak_memory,  # noqa: E402
+                            resolve_device, seed_everything)
 from speedkit import step_section, timed  # noqa: E402  (beside this file)
 
 VIT = ["tasks=clip-vit-b32", "tasks.weights=random", "tasks.names=[sun397,stanford-cars]"]
@@ -106,12 +106,10 @@ class Suites:
     def __init__(self, device: torch.device):
         self.device, self._built = device, {}
 
-    def get(self, cfg):
-        from omegaconf import OmegaConf
-
-        key = OmegaConf.to_yaml(cfg.tasks)
+    def get(self, spec):
+        key = json.dumps([spec.suite_name, spec.suite_kwargs], sort_keys=True, default=str)
         if key not in self._built:
-            self._built[key] = build_from_config(SUITES, cfg.tasks, "tasks").to(self.device)
+            self._built[key] = spec.build_suite().to(self.device)
         return self._built[key]
 
 
@@ -207,19 +205,18 @@ def gpt2_section(suite, device, size: Size) -> dict:
 
 
 # ---- 4. fronts ----------------------------------------------------------------------------------
-def front_section(cfg, suite, device) -> dict:
+def front_section(spec, suite, device) -> dict:
     """One method's front, timed as `bench run` times cost.wall_s (the method only; BLAS on one thread)."""
     from threadpoolctl import threadpool_limits
 
-    s = settings(cfg)
-    method = build_from_config(METHODS, cfg.method, "method")
+    s, method = spec.settings, spec.method
     ev = Evaluator(suite, device, batch_size=s.eval_batch_size, compile=s.compile)
     reset_peak_memory(device)
     t0, c0 = time.perf_counter(), time.process_time()
     with threadpool_limits(limits=1, user_api="blas"):
         front = method.approximate_front(suite, evaluator=ev, seed=s.seed)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"method": cfg.method.name, "tasks": suite.num_tasks, "wall_s": wall, "cpu_s": cpu,
+    return {"method": spec.method_name, "tasks": suite.num_tasks, "wall_s": wall, "cpu_s": cpu,
             "evaluations": ev.evaluations, "train_steps": int(front.cost.get("train_steps", 0)),
             "points": len(front.X), "test_examples": sum(suite.split_sizes(t)["test"] for t in suite.tasks),
             "peak_mem_mb": peak_memory_mb(device)}
@@ -246,7 +243,7 @@ def measure(args) -> dict:
                     for model, suite in (("vit-b32", vit), ("gpt2", gpt2))}
     fronts = {"pwe_moe_ls": compose([*VIT, *size.vit, "method=pwe_moe_ls", *size.pwe]),
               "map": compose(["tasks=clip-vit-b32", "tasks.weights=random", *size.vit, "method=map", *size.map])}
-    out["fronts"] = {name: front_section(cfg, suites.get(cfg), device) for name, cfg in fronts.items()}
+    out["fronts"] = {name: front_section(spec, suites.get(spec), device) for name, spec in fronts.items()}
     rows = out["evaluator"]["rows"]
     out["summary"] = {"evaluator_vs_plain": rows[1]["vs_plain"], "evaluator_roofline": rows[1]["roofline"],
                       **{f"router_step_{m}": s["variants"]["pwe_moe_ls"]["vs_plain"] for m, s in out["steps"].items()},

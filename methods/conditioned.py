@@ -144,6 +144,7 @@ class Conditioned(Method):
     max_rays: int = 66              # evaluation rays: cap for many tasks (one-hots + equal ray + coarser grid)
     stch_mu: float = 0.1            # stch: smoothing μ
     epo_eps: float = 1e-4           # epo: balance mode while μ > eps
+    epo_restricted: bool = False    # epo: the restricted descent LP (αᵀCa ≥ min(max(Ca), 0)), the PHN/EPO authors' code default; false: the relaxed LP
 
     def __post_init__(self):
         for name in ("steps", "partitions", "max_rays"):
@@ -180,6 +181,7 @@ class Conditioned(Method):
         t0 = time.perf_counter()
         facts = train(suite, net, scalarizer=self.scalarizer, steps=self.steps, lr=self.lr, batch_size=batch_size,
                       dirichlet_alpha=self.dirichlet_alpha, seed=seed, mu=self.stch_mu, eps=self.epo_eps,
+                      restricted=self.epo_restricted,
                       desc=f"{self.label} {self.scalarizer}", checkpoints=checkpoints)
         train_s = time.perf_counter() - t0
         net.requires_grad_(False)
@@ -212,10 +214,10 @@ class Conditioned(Method):
             raise BenchError(f"run {str(run_dir)!r} has no {cls.state_file}; re-run the method to save its state")
         state, method, net = load_net(path, cls, suite)
         r = torch.as_tensor(np.asarray(ray, dtype=np.float32), device=suite.device)
-        with torch.no_grad():
+        with torch.no_grad():                  # the description too: no autograd graph, no warning
             params = net(r)
-        return params, {"scalarizer": method.scalarizer, "init_lambda": method.init_lambda,
-                        **method.describe(net, r)}
+            facts = {"scalarizer": method.scalarizer, "init_lambda": method.init_lambda, **method.describe(net, r)}
+        return params, facts
 
 
 def save_net(net: nn.Module, kind: str, info: dict) -> bytes:

@@ -36,7 +36,6 @@ Differences from the authors' code, all numerically neutral or for robustness:
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linprog
 
 
 def _support_hat(losses: np.ndarray, ray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -122,6 +121,8 @@ def epo_weights(losses: np.ndarray, gram: np.ndarray, ray: np.ndarray, *, eps: f
         if restricted:
             A_ub = np.vstack([A_ub, -Ca[None]])
             b_ub = np.append(b_ub, -min(float(Ca.max()), 0.0))
+    from scipy.optimize import linprog      # here: scipy.optimize costs ~0.5 s to import, and only EPO needs it
+
     res = linprog(c, A_ub=A_ub if len(A_ub) else None, b_ub=b_ub if len(A_ub) else None,
                   A_eq=np.ones((1, m)), b_eq=[1.0], bounds=[(0.0, None)] * m, method="highs")
     if res.status != 0 or res.x is None or not np.isfinite(res.x).all():

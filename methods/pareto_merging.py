@@ -18,7 +18,10 @@ the paper leaves open here, and why:
 - the matrices: every 2-D weight inside attention and MLP blocks (`targets=mlp+attn`, module
   names as PWE-MoE's `upscale`), embeddings and norms excluded (their low rank buys little);
   `targets=all` adds every other parameter, a vector as a 1 × d matrix (so the analytic toy's one
-  parameter vector can be corrected);
+  parameter vector can be corrected). A 1 × d matrix has rank 1 whatever `rank` says (q = min(rank, m, k)):
+  on a suite of one vector (toy-quadratic) the correction is A(Σ_t r_t G_t)Bᵀ with A a scalar, so every
+  preference moves the model along the one direction B: the front is a line through the base, not a
+  surface, and the toy rows compare a one-dimensional family with the others' full fronts;
 - rank q = `rank` (4): the paper's correction is small beside the model; q = 4 adds T·q² + q·(m+k)
   parameters per matrix (ViT-B/32, 2 tasks: about 0.3 M of 88 M);
 - initialisation: A and B ~ N(0, 1/√dim) (drawn from the run's stream), G = 0, so training starts

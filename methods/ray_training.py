@@ -9,7 +9,8 @@ in the PWE-MoE paper: Tang et al. 2024, https://arxiv.org/abs/2406.09770): it ca
 convex part of a front and does not control where on it a ray lands (`mu` in each point measures
 how far r⊙l is from the ray). `epo` is Exact Pareto Optimal search (Mahapatra & Rajan, ICML 2020,
 https://proceedings.mlr.press/v119/mahapatra20a.html): per-task gradients, their Gram matrix and
-an LP (methods/epo_solver.py) pick a direction that brings the loss vector onto the 1/r ray. Both
+an LP (methods/epo_solver.py) pick a direction that brings the loss vector onto the 1/r ray where that
+ray meets the front (elsewhere the search ends at the Tchebycheff optimum beside it). Both
 are this one class with `scalarizer` set by the registry entry (methods/scalarize.py: also
 tchebycheff, stch, mgda).
 

@@ -11,8 +11,10 @@
 For losses l ∈ R^T (all ≥ 0 here: cross-entropies, quadratics), a preference r on the simplex and
 the ideal point z = 0:
 - `ls`: Σ r_i l_i (linear scalarization).
-- `tchebycheff`: max_i r_i (l_i − z_i); its minimiser over a convex front sits where r_i l_i are
-  equal (the 1/r ray) — the subgradient is r_k ∇l_k for the worst weighted task k.
+- `tchebycheff`: max_i r_i (l_i − z_i); its minimiser is the Tchebycheff optimum, which lies on the
+  1/r ray (r_i l_i all equal) only where that ray meets the Pareto front; elsewhere (the ray passes
+  beside the front) it is the front point that minimises the largest r_i l_i. The subgradient is
+  r_k ∇l_k for the worst weighted task k.
 - `stch` (smooth Tchebycheff, Lin et al., "Smooth Tchebycheff Scalarization for Multi-Objective
   Optimization", ICML 2024): μ log Σ_i exp(r_i (l_i − z_i) / μ), → Tchebycheff as μ → 0; its gradient
   weights are softmax(r⊙(l − z)/μ) ⊙ r.

@@ -43,19 +43,10 @@ from bench.tasks.base import SPLITS
 from bench.tasks.images import TASKS
 from bench.tasks.models import backbone_params, clip_vision_features
 from bench.tasks.offline import OfflineSuite
+from bench.tasks.tiny_clip_build import build_theta0, finetune, standardize
 
 TASK_NAMES = list(TASKS)
-MODEL = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=64, num_hidden_layers=4,
-             num_attention_heads=4, intermediate_size=256)
 EVAL_BATCH = 500
-
-
-def standardize(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, 3, H, W] → float, each image to zero mean and unit variance (over C, H, W)."""
-    x = pixels.float() / 255.0
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    std = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(0.02)
-    return (x - mean) / std
 
 
 class TinyClip(OfflineSuite):
@@ -118,12 +109,8 @@ class TinyClip(OfflineSuite):
 
     @classmethod
     def build_theta0(cls, out, seed, sizes, timings):
-        from bench.tasks.tiny_clip_build import build_theta0
-
-        build_theta0(out, seed, sizes, timings)
+        build_theta0(out, seed, sizes, timings, version=cls.version)
 
     @classmethod
     def finetune_task(cls, out, seed, sizes, task):
-        from bench.tasks.tiny_clip_build import finetune
-
         finetune(out, seed, task, sizes["finetune_steps"])

@@ -25,12 +25,24 @@ from tqdm.auto import tqdm
 from bench.tasks.base import SPLITS
 from bench.tasks.images import TASKS, generate
 from bench.tasks.offline import fit
-from bench.tasks.tiny_clip import MODEL, TASK_NAMES, TinyClip, standardize
 
 HELDOUT_FRAC = 0.25          # share of each task's classes never seen in pre-training
 PRETRAIN = dict(lr=2e-3, weight_decay=0.05, per_task_batch=16)
 FINETUNE = dict(lr=3e-3, weight_decay=0.0, batch=128)
 MAX_SHIFT = 2                # random ±2 px translations while training (the tiny ViT overfits otherwise)
+
+
+TASK_NAMES = list(TASKS)
+MODEL = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=64, num_hidden_layers=4,
+             num_attention_heads=4, intermediate_size=256)
+
+
+def standardize(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, 3, H, W] → float, each image to zero mean and unit variance (over C, H, W)."""
+    x = pixels.float() / 255.0
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(0.02)
+    return (x - mean) / std
 
 
 def clip_config():
@@ -65,7 +77,7 @@ def _generator(seed: int, *key: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, *key]).generate_state(1)[0]))
 
 
-def build_theta0(out: Path, seed: int, sizes: dict[str, int], timings: dict[str, float]) -> None:
+def build_theta0(out: Path, seed: int, sizes: dict[str, int], timings: dict[str, float], version: str) -> None:
     """Generate every task's data and pre-train θ0 + heads; write data/, theta0/ (save_pretrained),
     heads.safetensors and meta.json under `out`."""
     from transformers import CLIPVisionModel
@@ -118,7 +130,7 @@ def build_theta0(out: Path, seed: int, sizes: dict[str, int], timings: dict[str,
 
     save_file({f"{n}.{k}": v.contiguous() for n, h in heads.items() for k, v in h.state_dict().items()},
               str(out / "heads.safetensors"))
-    meta = {"version": TinyClip.version, "seed": seed, "model": MODEL, "tasks": TASK_NAMES,
+    meta = {"version": version, "seed": seed, "model": MODEL, "tasks": TASK_NAMES,
             "classes": {n: TASKS[n].classes for n in TASK_NAMES}, "heldout": heldout,
             "sizes": {k: sizes[k] for k in ("train_size", "val_size", "test_size", "pretrain_steps", "finetune_steps")},
             "pretrain": PRETRAIN, "finetune": FINETUNE, "max_shift": MAX_SHIFT}

@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from bench.cli import main
-from bench.config import compose, defaults, schema
+from bench.config import compose, compose_config, defaults, schema
 from bench.registry import METHODS, SUITES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +126,7 @@ def test_every_default_comes_from_the_constructor(group, registry, capsys):
     defaults (a variant's own defaults over them); `bench ls name=X` lists each of them."""
     for name in registry.names():
         entry = registry.entry(name)
-        cfg = compose([f"{group}={name}"])[group]
+        cfg = compose_config([f"{group}={name}"])[group]
         node = {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "name"}
         assert cfg.name == name and node == defaults(entry.obj, entry.defaults)
         assert set(node) == set(schema(entry.obj)) and all(node[k] == v for k, v in entry.defaults.items())
@@ -136,10 +136,10 @@ def test_every_default_comes_from_the_constructor(group, registry, capsys):
 
 
 def test_the_default_experiment_is_a_preset_of_tiny_clip():
-    cfg = compose([])
-    assert cfg.tasks.name == "tiny-clip" and list(cfg.tasks.names) == ["digits", "dots"]
-    assert compose(["tasks.names=[letters,colour]"]).tasks.names == ["letters", "colour"]
-    assert compose(["tasks=tiny-clip"]).tasks.names is None                # all seven tasks
+    spec = compose([])
+    assert spec.suite_name == "tiny-clip" and spec.suite_kwargs["names"] == ["digits", "dots"]
+    assert compose(["tasks.names=[letters,colour]"]).suite_kwargs["names"] == ["letters", "colour"]
+    assert compose(["tasks=tiny-clip"]).suite_kwargs["names"] is None                # all seven tasks
 
 
 def test_records_keep_per_example_correctness_that_matches_the_accuracy(out, capsys):

@@ -46,11 +46,11 @@ def test_every_reference_has_source_protocol_and_consistent_values():
         assert ref.tolerance["why"] and ref.discrepancies, name        # a reason, and what was (not) found
         cfg = compose(published.overrides_for(ref, ["device=cpu"]))    # the protocol is a valid `bench run` config
         if ref.kind == "router_params":
-            assert cfg.tasks.weights == "random" and ref.tol("2") == 0
+            assert cfg.suite_kwargs["weights"] == "random" and ref.tol("2") == 0
             continue
         for key in ("split", "metric", "pretrained", "finetuned", "datasets", "merge"):
             assert ref.protocol.get(key), (name, key)
-        assert list(ref.values) == SUITE_TASKS[cfg.tasks.name], name  # every task of the suite, in its order
+        assert list(ref.values) == SUITE_TASKS[cfg.suite_name], name  # every task of the suite, in its order
         # the stated average is the mean of the values up to rounding: each value and the average are rounded
         # to `decimals`, so they may differ by one unit; beyond half a unit the file says so
         unit = 10.0 ** -ref.decimals
@@ -60,7 +60,7 @@ def test_every_reference_has_source_protocol_and_consistent_values():
             assert any(d.startswith("average") for d in ref.discrepancies), name
         if ref.kind == "merged":
             lam = ref.protocol["select"]["lambda"]
-            assert f"method.hi={lam}" in ref.protocol["overrides"] and cfg.method.name == "ta_grid"
+            assert f"method.hi={lam}" in ref.protocol["overrides"] and cfg.method_name == "ta_grid"
         if ref.unrounded:                                             # the source's unrounded values round to the table's
             got = {t: round(100 * v, ref.decimals) for t, v in ref.unrounded["values"].items()}
             assert got == ref.values, name

@@ -28,9 +28,9 @@ BASELINE = ROOT / "results" / "baselines" / "ta_grid-toy-quadratic-2t-grid.json"
 def run_quiet(out: Path, *overrides: str) -> dict:
     if not any(o.startswith("tasks=") for o in overrides):   # these tests are about toy-quadratic
         overrides = ("tasks=toy-quadratic", *overrides)
-    cfg = compose([*overrides, f"out={out}", "device=cpu"])
+    spec = compose([*overrides, f"out={out}", "device=cpu"])
     with contextlib.redirect_stdout(io.StringIO()):
-        path = run(cfg)
+        path = run(spec)
     return json.loads(Path(path).read_text())
 
 
