@@ -122,7 +122,7 @@ def entries_of(record) -> dict[str, Any]:
     from bench import indicators
 
     out: dict[str, Any] = {"suite_key": record.suite_key}
-    ctx = indicators.Context(record.F_included, record.ref_point, pf=indicators.reference_front([record]).pf)
+    ctx = indicators.Context(record.F_included, record.ref_point, pf=indicators.pooled_front([record.F_included]))
     pooled = indicators.compute(ctx, [n for n in indicators.INDICATORS.names() if n not in record.indicators])
     ind = {**record.indicators, **pooled}
     out.update({f"indicators.{k}": ind.get(k) for k in indicators.INDICATORS.names()

@@ -331,15 +331,29 @@ def _ls_runs(out: str) -> int:
 
 # ---- table, plot, check, export ----------------------------------------------------------------------
 def cmd_table(opts: dict) -> int:
-    from bench.report import cmd_table as table
+    from bench.report import check_format, render
+    from bench.tables import load_leaderboard
 
-    return table(opts)
+    fmt = check_format(opts["format"], opts["out_dir"])      # before any record is read
+    lb = load_leaderboard(str(opts["out"]), opts["tasks"], int(opts["resamples"]))
+    if fmt == "html":
+        from bench.html import write_html
+
+        print(write_html(lb, opts["out_dir"]))
+    else:
+        sys.stdout.write(render(lb, fmt))
+    return 0
 
 
 def cmd_plot(opts: dict) -> int:
-    from bench.plots import cmd_plot as plot
+    from bench.plots import write_figures
+    from bench.tables import load_leaderboard
 
-    return plot(opts)
+    out = str(opts["out"])
+    lb = load_leaderboard(out, opts["tasks"], resamples=0)    # figures draw no interval
+    for p in write_figures(lb, opts["figures"] if opts["figures"] is not None else Path(out) / "figures"):
+        print(p)
+    return 0
 
 
 def cmd_check(opts: dict) -> int:

@@ -406,7 +406,7 @@ def plugin_overrides(overrides: list[str]) -> list[str]:
     given = [a for a in overrides if a.split("=", 1)[0].lstrip("+") == "plugins"]
     for o in parse(given) if given else ():
         if o.is_sweep_override():
-            raise BenchError(f"plugins= cannot be swept; give one list, e.g. plugins=[my_pkg.methods]")
+            raise BenchError("plugins= cannot be swept; give one list, e.g. plugins=[my_pkg.methods]")
         value = o.value()
         out += [str(v) for v in (value if isinstance(value, list) else [value])]
     return out

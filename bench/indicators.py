@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from functools import cached_property
-from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -273,10 +272,3 @@ def pooled_front(fronts: Sequence[np.ndarray]) -> np.ndarray | None:
     P = np.vstack([np.asarray(F, dtype=float) for F in fronts]) if len(fronts) else np.zeros((0, 0))
     P = np.unique(P[np.isfinite(P).all(axis=1)], axis=0)
     return P[nondominated_mask(P)] if len(P) else None
-
-
-def reference_front(records: list) -> SimpleNamespace:
-    """TRANSITIONAL, for bench/check.py's one call (`.pf` of one record's front): the pooled front of
-    `records` only. Reference fronts with the analytic rebuild are `bench.reference.reference_front`
-    (the reports); delete this once check.py calls `pooled_front([record.F_included])`."""
-    return SimpleNamespace(pf=pooled_front([r.F_included for r in records]))

@@ -152,14 +152,3 @@ def write_figures(lb: Leaderboard, directory: str | Path) -> list[Path]:
         for name, fig in plots_many.hv_tasks_figures(lb.tables, colours):
             paths += save(fig, directory, name)
     return paths
-
-
-def cmd_plot(opts: dict) -> int:
-    """Transitional: `bench plot` until bench/cli.py has its own handler (the same lines); then deleted."""
-    from bench.tables import load_leaderboard
-
-    out = str(opts["out"])
-    lb = load_leaderboard(out, opts["tasks"], resamples=0)        # the figures draw no bootstrap interval
-    for p in write_figures(lb, opts["figures"] if opts["figures"] is not None else Path(out) / "figures"):
-        print(p)
-    return 0

@@ -15,7 +15,6 @@ config. The web page is `bench.html.write_html`, the figures `bench.plots.write_
 """
 from __future__ import annotations
 
-import sys
 
 import pandas as pd
 
@@ -121,18 +120,3 @@ def render(lb: Leaderboard, fmt: str = "md") -> str:
     if fmt == "html":
         raise BenchError("format=html is a folder, not a text: bench.html.write_html(lb, out_dir) writes it")
     return RENDER[check_format(fmt)](lb.tables)
-
-
-def cmd_table(opts: dict) -> int:
-    """Transitional: `bench table` until bench/cli.py has its own handler (the same lines); then deleted."""
-    from bench.tables import load_leaderboard
-
-    fmt = check_format(opts["format"], opts["out_dir"])
-    lb = load_leaderboard(str(opts["out"]), opts["tasks"], int(opts["resamples"]))
-    if fmt == "html":                     # a folder, not a text
-        from bench.html import write_html
-
-        print(write_html(lb, opts["out_dir"]))
-    else:
-        sys.stdout.write(render(lb, fmt))
-    return 0
