@@ -34,7 +34,7 @@ LEADERBOARD_CACHE ?= results/runs/leaderboard-suites
 
 leaderboard: $(STAMP)
 	rm -rf $(LEADERBOARD_RUNS) $(LEADERBOARD_CACHE) $(LEADERBOARD)/html $(LEADERBOARD)/figures
-	PARETOBENCH_CACHE=$(LEADERBOARD_CACHE) $(PY) -m bench.leaderboard $(LEADERBOARD)/spec.yaml \
+	PARETOBENCH_CACHE=$(LEADERBOARD_CACHE) $(PY) -m bench.reports.leaderboard $(LEADERBOARD)/spec.yaml \
 	    runs=$(LEADERBOARD_RUNS) out=$(LEADERBOARD)
 
 clean:

@@ -29,40 +29,43 @@ from typing import Any
 _EXPORTS = {
     # the things a plugin is made of
     "Method": "bench.methods.base:Method",                   # base class of a method (one verb: approximate_front)
-    "Front": "bench.front:Front",                            # what approximate_front returns
+    "Front": "bench.core.front:Front",                            # what approximate_front returns
     "Suite": "bench.tasks.base:Suite",                       # base class of a suite (θ0, task vectors, data)
     "ModelSuite": "bench.tasks.base:ModelSuite",             # a suite of real networks (backbone + per-task heads)
     "select_tasks": "bench.tasks.base:select_tasks",         # the one tasks.names check
     "SPLITS": "bench.tasks.base:SPLITS",
-    "EvaluatorProtocol": "bench.evaluator:EvaluatorProtocol",   # what `evaluator` offers a method
-    "Metrics": "bench.evaluator:Metrics",
-    "Params": "bench.merge:Params",                          # dict[str, Tensor]: merge-able parameters
-    "BenchError": "bench.registry:BenchError",               # a user's mistake: printed as one line, exit 2
+    "EvaluatorProtocol": "bench.core.evaluator:EvaluatorProtocol",   # what `evaluator` offers a method
+    "Metrics": "bench.core.evaluator:Metrics",
+    "Params": "bench.core.merge:Params",                          # dict[str, Tensor]: merge-able parameters
+    "BenchError": "bench.core.registry:BenchError",               # a user's mistake: printed as one line, exit 2
+    "unknown_choice": "bench.core.registry:unknown_choice",       # the message of a bad name: a close match, every choice
+    "to_minimization": "bench.core.front:to_minimization",        # objective values → minimization form (error = 1 − acc)
+    "nondominated_mask": "bench.core.indicators:nondominated_mask",   # which points of a minimization-form F are non-dominated
     # registering outside the entry points (a module named by plugins=[...])
     "register_method": "bench.api:_register_method",
     "register_suite": "bench.api:_register_suite",
-    "indicator": "bench.indicators:indicator",               # decorator: f(ctx) → value, with its label and direction
-    "IndicatorContext": "bench.indicators:Context",
+    "indicator": "bench.core.indicators:indicator",               # decorator: f(ctx) → value, with its label and direction
+    "IndicatorContext": "bench.core.indicators:Context",
     # merging
-    "task_arithmetic": "bench.merge:task_arithmetic",        # θ0 + Σ λ_i τ_i
-    "stack_task_vectors": "bench.merge:stack_task_vectors",
-    "check_compatible": "bench.merge:check_compatible",
-    "params_hash": "bench.merge:params_hash",
+    "task_arithmetic": "bench.core.merge:task_arithmetic",        # θ0 + Σ λ_i τ_i
+    "stack_task_vectors": "bench.core.merge:stack_task_vectors",
+    "check_compatible": "bench.core.merge:check_compatible",
+    "params_hash": "bench.core.merge:params_hash",
     # preferences
-    "ray_grid": "bench.rays:ray_grid",
-    "simplex_grid": "bench.rays:simplex_grid",
-    "n_das_dennis": "bench.rays:n_das_dennis",
-    "validate_preference": "bench.rays:validate_preference",
+    "ray_grid": "bench.core.rays:ray_grid",
+    "simplex_grid": "bench.core.rays:simplex_grid",
+    "n_das_dennis": "bench.core.rays:n_das_dennis",
+    "validate_preference": "bench.core.rays:validate_preference",
     # scalarizers: a preference and per-task losses → a descent direction
     "SCALARIZERS": "bench.methods.scalarize:SCALARIZERS",
     "scalarized": "bench.methods.scalarize:scalarized",
     "descent": "bench.methods.scalarize:descent",
     # training state, progress, interruption, workers
-    "Checkpoints": "bench.rundir:Checkpoints",               # due(step), save(name, state), load(name)
-    "progress": "bench.progress:progress",
-    "interruptible": "bench.interrupt:interruptible",        # signals held until stop.check() between steps
-    "fan_out": "bench.parallel:fan_out",                     # independent units on workers=N (Ray), in order
-    "prefetch": "bench.parallel:prefetch",
+    "Checkpoints": "bench.runtime.rundir:Checkpoints",               # due(step), save(name, state), load(name)
+    "progress": "bench.runtime.progress:progress",
+    "interruptible": "bench.runtime.interrupt:interruptible",        # signals held until stop.check() between steps
+    "fan_out": "bench.runtime.parallel:fan_out",                     # independent units on workers=N (Ray), in order
+    "prefetch": "bench.runtime.parallel:prefetch",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -82,13 +85,13 @@ def __dir__() -> list[str]:
 
 def _register_method(name: str, description: str = "", **defaults: Any):
     """Decorator: a method class registered under `name` (with `defaults` over its constructor's)."""
-    from bench.registry import METHODS
+    from bench.core.registry import METHODS
 
     return METHODS.register(name, description, **defaults)
 
 
 def _register_suite(name: str, description: str = "", **defaults: Any):
     """Decorator: a suite class registered under `name` (with `defaults` over its constructor's)."""
-    from bench.registry import SUITES
+    from bench.core.registry import SUITES
 
     return SUITES.register(name, description, **defaults)

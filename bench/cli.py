@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.registry import BenchError, unknown_choice
+from bench.core.registry import BenchError, unknown_choice
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    from bench.interrupt import Terminated, on_sigterm
+    from bench.runtime.interrupt import Terminated, on_sigterm
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
@@ -111,15 +111,15 @@ def _dispatch(name: str, rest: list[str]) -> int:
         if any(a in ("-h", "--help") for a in rest):
             print(cmd.help())
             return 0
-        from bench.config import plugin_overrides, quote_templates
-        from bench.registry import load_plugins
+        from bench.runtime.config import plugin_overrides, quote_templates
+        from bench.core.registry import load_plugins
 
         rest = quote_templates(rest)              # tasks.finetuned=/m/ft_{task} as printed, no quotes needed
         load_plugins(plugin_overrides(rest))      # any command: plugins=[pkg, ...] before a name is resolved
         if not cmd.raw:                           # (run and export keep it: a setting of the run, recorded)
             rest = [a for a in rest if a.split("=", 1)[0] != "plugins"]
         if name == "check" and any(a.split("=", 1)[0] == "published" for a in rest):
-            from bench.published import cmd_published      # its other arguments are `bench run` overrides
+            from bench.runtime.published import cmd_published      # its other arguments are `bench run` overrides
             return int(cmd_published(rest))
         return int(cmd.handler(rest if cmd.raw else cmd.parse(rest)) or 0)
     except BenchError as e:
@@ -137,7 +137,7 @@ def usage() -> str:
 
 
 def _run_settings() -> str:
-    from bench.config import Settings, comments, defaults
+    from bench.runtime.config import Settings, comments, defaults
 
     docs = comments(Settings)
     return "settings:\n" + "\n".join(f"  {k + '=' + _show(v):<22} {docs.get(k, '')}" for k, v in defaults(Settings).items())
@@ -147,7 +147,7 @@ def _run_settings() -> str:
 def cmd_run(argv: list[str]) -> int:
     from hydra.errors import HydraException
 
-    from bench import config
+    from bench.runtime import config
 
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = [a for a in argv if a not in ("-m", "--multirun")]
@@ -158,7 +158,7 @@ def cmd_run(argv: list[str]) -> int:
         jobs = config.validate(overrides)      # every job checked before any runs: one line on the first mistake
     except HydraException as e:                # what Hydra refused in a hydra/... override (launcher, its options)
         raise BenchError(hydra_error(e)) from None
-    from bench.run import run
+    from bench.runtime.run import run
 
     if not multirun:
         if len(jobs) != 1:
@@ -201,7 +201,7 @@ def hydra_multirun(overrides: list[str], run) -> int:
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
 
-    from bench.config import CONF
+    from bench.runtime.config import CONF
 
     GlobalHydra.instance().clear()
     hydra = Hydra.create_main_hydra2("bench", create_config_search_path(f"file://{CONF}"))
@@ -231,8 +231,8 @@ def sweep_job(cfg, run):
     import hashlib
     import json
 
-    from bench.config import spec_of
-    from bench.rundir import NOT_COMPARED, RUN_FILE, run_directory
+    from bench.runtime.config import spec_of
+    from bench.runtime.rundir import NOT_COMPARED, RUN_FILE, run_directory
 
     try:
         spec = spec_of(cfg)                    # the launcher composed this job: validated once, here
@@ -256,7 +256,7 @@ def absolute_out(overrides: list[str]) -> list[str]:
     """The overrides with `out` (each value of a sweep over it, else the default) made an absolute path."""
     import os
 
-    from bench.config import Settings, defaults, parse
+    from bench.runtime.config import Settings, defaults, parse
 
     given = [o for o in parse(overrides) if o.get_key_element() == "out"]
     if not given:
@@ -270,7 +270,7 @@ def absolute_out(overrides: list[str]) -> list[str]:
 
 
 def cmd_ls(opts: dict) -> int:
-    from bench.config import GROUPS, presets
+    from bench.runtime.config import GROUPS, presets
 
     if opts["name"] == "runs":
         return _ls_runs(str(opts["out"]))
@@ -290,7 +290,7 @@ def cmd_ls(opts: dict) -> int:
 
 
 def _ls_entry(name: str) -> int:
-    from bench.config import GROUPS, comments, defaults
+    from bench.runtime.config import GROUPS, comments, defaults
 
     group = next((g for g, r in GROUPS.items() if name in r), None)
     if group is None:
@@ -313,7 +313,7 @@ def _ls_runs(out: str) -> int:
     import json
     import time
 
-    from bench.rundir import JOURNAL, RUN_FILE, Checkpoints, Journal, unfinished
+    from bench.runtime.rundir import JOURNAL, RUN_FILE, Checkpoints, Journal, unfinished
 
     runs = unfinished(out)
     print(f"unfinished runs under {out}: {len(runs)}" + ("" if runs else " (none)"))
@@ -331,13 +331,13 @@ def _ls_runs(out: str) -> int:
 
 # ---- table, plot, check, export ----------------------------------------------------------------------
 def cmd_table(opts: dict) -> int:
-    from bench.report import check_format, render
-    from bench.tables import load_leaderboard
+    from bench.reports.report import check_format, render
+    from bench.reports.tables import load_leaderboard
 
     fmt = check_format(opts["format"], opts["out_dir"])      # before any record is read
     lb = load_leaderboard(str(opts["out"]), opts["tasks"], int(opts["resamples"]))
     if fmt == "html":
-        from bench.html import write_html
+        from bench.reports.html import write_html
 
         print(write_html(lb, opts["out_dir"]))
     else:
@@ -346,8 +346,8 @@ def cmd_table(opts: dict) -> int:
 
 
 def cmd_plot(opts: dict) -> int:
-    from bench.plots import write_figures
-    from bench.tables import load_leaderboard
+    from bench.reports.plots import write_figures
+    from bench.reports.tables import load_leaderboard
 
     out = str(opts["out"])
     lb = load_leaderboard(out, opts["tasks"], resamples=0)    # figures draw no interval
@@ -357,7 +357,7 @@ def cmd_plot(opts: dict) -> int:
 
 
 def cmd_check(opts: dict) -> int:
-    from bench.check import check_baselines
+    from bench.runtime.check import check_baselines
 
     only, seeds = opts["only"], opts["seeds"]
     if isinstance(only, str):
@@ -372,8 +372,8 @@ def cmd_check(opts: dict) -> int:
 
 def cmd_export(argv: list[str]) -> int:
     """export's own options (preference=, out=, runs=); every other argument is a `bench run` override."""
-    from bench.config import compose
-    from bench.export import OWN_KEYS, export, parse_preference
+    from bench.runtime.config import compose
+    from bench.runtime.export import OWN_KEYS, export, parse_preference
 
     own, rest = {}, []
     for a in argv:
@@ -388,7 +388,7 @@ def cmd_export(argv: list[str]) -> int:
     if "out" not in own:
         raise BenchError("export needs out=DIR, the directory to write the model to")
     pref = parse_preference(own["preference"])
-    from bench.rays import validate_preference
+    from bench.core.rays import validate_preference
 
     validate_preference(pref, len(pref))                       # sign / sum errors before any loading
     export(compose(rest), pref, Path(own["out"]), own.get("runs"))

@@ -1,5 +1,5 @@
 """Hypervolume algorithms by number of objectives T and front size n: the figures behind the rule in
-bench/hypervolume.py (exact where ≤ ~2 s, else an estimate with its error).
+bench/core/hypervolume.py (exact where ≤ ~2 s, else an estimate with its error).
 
     python benchmarks/hv.py                                  # T = 2..8 × n = 50..2000, ~15 min on 2 cores
     python benchmarks/hv.py --T 8 --n 100 300 --timeout 10   # one corner
@@ -16,7 +16,7 @@ Columns: `nd` the points that count (non-dominated, inside the box); CPU seconds
 the wall time on an idle core, whatever else shares the machine) of each exact algorithm
 (`moocore`: what pymoo's HV calls; `wfg`: pygmo's hvwfg); at T ≥ 5 seconds and relative error of
 moocore's deterministic Rphi-FWE+ approximation (the harness's fallback before; it states no error)
-and of the harness's estimate (`approx`, bench.hypervolume.hv_estimate), with the estimate's
+and of the harness's estimate (`approx`, bench.core.hypervolume.hv_estimate), with the estimate's
 stated error bound (relative) and whether it covered the true error (`ok`: fronts covered / fronts).
 An exact algorithm that runs past --timeout is stopped (">t") and not run at larger n for that T and
 kind. Last, per T and exact algorithm: the largest front it computes in ≤ --budget CPU-s on merge
@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import moocore  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.hypervolume import MOOCORE, WFG, exact_hv, hv_estimate, hv_front  # noqa: E402
+from bench.core.hypervolume import MOOCORE, WFG, exact_hv, hv_estimate, hv_front  # noqa: E402
 
 EXACT = {"moocore": MOOCORE, "wfg": WFG}
 CURVATURES = (0.5, 1.0, 2.0)

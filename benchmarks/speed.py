@@ -57,12 +57,12 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.config import Settings, compose  # noqa: E402
-from bench.evaluator import Evaluator  # noqa: E402
-from bench.merge import task_arithmetic  # noqa: E402
-from bench.record import atomic_write_text  # noqa: E402
-from bench.registry import BenchError  # noqa: E402
-from bench.hardware import (available_cores, choose_threads, environment, peak_memory_mb, reset_peak_memory,  # noqa: E402
+from bench.runtime.config import Settings, compose  # noqa: E402
+from bench.core.evaluator import Evaluator  # noqa: E402
+from bench.core.merge import task_arithmetic  # noqa: E402
+from bench.core.record import atomic_write_text  # noqa: E402
+from bench.core.registry import BenchError  # noqa: E402
+from bench.runtime.hardware import (available_cores, choose_threads, environment, peak_memory_mb, reset_peak_memory,  # noqa: E402
                             resolve_device, seed_everything)
 from speedkit import step_section, timed  # noqa: E402  (beside this file)
 

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from bench.hardware import peak_memory_mb, reset_peak_memory
+from bench.runtime.hardware import peak_memory_mb, reset_peak_memory
 
 VARIANTS = ("plain", "pwe_moe_ls", "pwe_moe_epo", "ls_full")
 

@@ -1,11 +1,11 @@
 """Pareto methods, one module each, declared here once as lazy `module:object` references (nothing is
 imported until a method is used; a variant is an entry with its own defaults).
 
-    >>> from bench.registry import METHODS
+    >>> from bench.core.registry import METHODS
     >>> METHODS.build("ta_grid", mode="grid").mode
     'grid'
 """
-from bench.registry import METHODS
+from bench.core.registry import METHODS
 
 M = "bench.methods"
 METHODS.declare("ta_grid", f"{M}.ta_grid:TAGrid",

@@ -13,8 +13,8 @@ the rest, the same way for all of them:
    net(r) (it depends on r only, never on the input), draws one labelled train batch per task and
    descends the scalarizer's direction over the net's parameters (methods/scalarize.py: ls,
    tchebycheff, stch, epo, mgda). Adam(lr), cosine decay to `LR_FLOOR`·lr (the PWE-MoE authors').
-   The whole state is checkpointed (bench.rundir) and a non-finite loss stops the run with one line.
-2. Evaluate: for each ray of `bench.rays.ray_grid` (11 rays for 2 tasks, 66 for 3, capped by
+   The whole state is checkpointed (bench.runtime.rundir) and a non-finite loss stops the run with one line.
+2. Evaluate: for each ray of `bench.core.rays.ray_grid` (11 rays for 2 tasks, 66 for 3, capped by
    `max_rays` for many tasks), θ(r) is a plain dense parameter dict, scored on test by the Evaluator.
 3. Keep: the net's state is saved with the run (`state_file`), which `bench export` reads back
    (`export_params`) to write the merged model at any preference; it never retrains.
@@ -32,13 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.front import Front
-from bench.interrupt import interruptible
-from bench.merge import Params, params_hash
-from bench.progress import progress
-from bench.rays import ray_grid
-from bench.registry import BenchError
-from bench.rundir import Checkpoints
+from bench.api import BenchError, Checkpoints, Front, Params, interruptible, params_hash, progress, ray_grid
 from bench.methods.base import CHECK_EVERY, Method
 from bench.methods.scalarize import descent
 

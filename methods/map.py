@@ -68,12 +68,7 @@ from typing import Literal
 
 import numpy as np
 
-from bench import parallel
-from bench.front import Front
-from bench.merge import task_arithmetic
-from bench.progress import progress
-from bench.rays import ray_grid
-from bench.registry import BenchError
+from bench.api import BenchError, Front, prefetch, progress, ray_grid, task_arithmetic
 from bench.methods import map_adaptive as ma
 from bench.methods import map_search as mq
 from bench.methods import map_surrogate as ms
@@ -293,7 +288,7 @@ def _evaluate(evaluator, suite, lam: np.ndarray, split: str) -> dict:
 def _scores(evaluator, suite, C: np.ndarray, split: str) -> np.ndarray:
     """[n, T] objective values (natural direction) of the task-arithmetic models at the rows of C."""
     # with `workers`: scored there and recorded in the run's evaluator, which then finds them cached
-    parallel.prefetch(evaluator, split, [(_key(lam), functools.partial(_merge, lam=lam)) for lam in C])
+    prefetch(evaluator, split, [(_key(lam), functools.partial(_merge, lam=lam)) for lam in C])
     out = []
     for lam in progress(C, f"map: {split}"):
         m = _evaluate(evaluator, suite, lam, split)

@@ -17,7 +17,7 @@ import itertools
 import numpy as np
 from scipy.special import expit
 
-from bench.registry import BenchError
+from bench.api import BenchError
 from bench.methods.map_surrogate import QuadraticSurrogate, quadratic_features
 
 
@@ -36,7 +36,8 @@ def quadratic_features_jac(c: np.ndarray) -> np.ndarray:
 def minimization_objectives(surrogates: list[QuadraticSurrogate], objective: str):
     """(f, grad): the surrogates' predictions in minimization form ([n, T] → [n, k]; accuracy →
     1 − accuracy) and their Jacobian at one point ([T] → [k, T])."""
-    from bench.front import MINIMIZATION, to_minimization
+    from bench.api import to_minimization
+    from bench.core.front import MINIMIZATION
 
     sign = MINIMIZATION[objective][0]
 
@@ -68,8 +69,8 @@ def search_front(surrogates: list[QuadraticSurrogate], objective: str, bounds: t
     from pymoo.core.problem import Problem
     from pymoo.optimize import minimize
 
-    from bench.indicators import nondominated_mask
-    from bench.rays import simplex_grid
+    from bench.api import nondominated_mask
+    from bench.api import simplex_grid
 
     predict, grad = minimization_objectives(surrogates, objective)
     num_obj, num_vars = len(surrogates), surrogates[0].num_vars

@@ -24,7 +24,7 @@ from scipy.optimize import least_squares
 from scipy.special import expit, logit
 from scipy.stats import qmc
 
-from bench.registry import BenchError
+from bench.api import BenchError
 
 LINKS = ("identity", "sigmoid", "softplus")
 EPS = 1e-4          # clipping of targets before the inverse link (accuracy 0/1, loss 0)

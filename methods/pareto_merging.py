@@ -39,8 +39,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from bench.merge import Params, task_arithmetic
-from bench.registry import BenchError
+from bench.api import BenchError, Params, task_arithmetic
 from bench.methods.conditioned import Conditioned
 from bench.methods.pwe_moe.upscale import module_groups
 

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.merge import Params
-from bench.registry import BenchError
+from bench.api import BenchError, Params
 from bench.methods.conditioned import Conditioned
 from bench.methods.pwe_moe.upscale import MergePlan
 

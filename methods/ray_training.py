@@ -14,7 +14,7 @@ ray meets the front (elsewhere the search ends at the Tchebycheff optimum beside
 are this one class with `scalarizer` set by the registry entry (methods/scalarize.py: also
 tchebycheff, stch, mgda).
 
-For each ray r of the evaluation grid (`bench.rays.ray_grid`, or `rays=[[…],…]`) a fresh model
+For each ray r of the evaluation grid (`bench.core.rays.ray_grid`, or `rays=[[…],…]`) a fresh model
 starts from the configured start and takes `steps` Adam steps; each step draws one labelled train
 batch per task (`suite.train_batch`), computes the task losses (`suite.loss`, under bf16 autocast
 on CUDA) and the scalarizer's descent direction over the trainable parameters. The trained model
@@ -42,17 +42,11 @@ from typing import ClassVar, Literal, Sequence
 import numpy as np
 import torch
 
-from bench import parallel
-from bench.front import Front
-from bench.merge import Params, task_arithmetic
-from bench.interrupt import interruptible
-from bench.progress import progress
-from bench.registry import BenchError
-from bench.rundir import Checkpoints
+from bench.api import (BenchError, Checkpoints, Front, Params, fan_out, interruptible, progress, ray_grid,
+                            task_arithmetic, validate_preference)
 from bench.methods.base import CHECK_EVERY, EXPLODED, Method
 from bench.methods.epo_solver import non_uniformity
 from bench.methods.scalarize import GRADIENT_BASED, descent
-from bench.rays import ray_grid, validate_preference
 
 SPACES = ("full", "layerwise", "taskwise")
 DEFAULT_LR = {"full": 1e-5, "layerwise": 1e-3, "taskwise": 1e-3}
@@ -204,8 +198,8 @@ class RayTraining(Method):
         ck = checkpoints if checkpoints is not None else Checkpoints(None)
         done = (ck.load("rays") or {"rays": []})["rays"]     # rays finished in an earlier attempt
         metrics, extras, trainable, backward = [], [], 0, 0
-        # rays not finished in an earlier attempt, trained here one at a time or on `workers` (bench.parallel)
-        trained = parallel.fan_out(functools.partial(_train, self, lr=lr, seed=seed, checkpoints=ck),
+        # rays not finished in an earlier attempt, trained here one at a time or on `workers` (bench.runtime.parallel)
+        trained = fan_out(functools.partial(_train, self, lr=lr, seed=seed, checkpoints=ck),
                                    list(enumerate(rays))[len(done):], suite)
         for k, ray in enumerate(progress(rays, f"{name} rays", every_item=True)):
             recipe = (name, config, tuple(np.round(ray, 12)), int(seed))
@@ -310,7 +304,7 @@ class RayTraining(Method):
 
 
 def _train(method: RayTraining, worker, item: tuple[int, np.ndarray], *, lr: float, seed: int, checkpoints):
-    """Train ray `item` = (k, r) from its own seed `ray_seed(seed, k)`: here or on a `bench.parallel` worker."""
+    """Train ray `item` = (k, r) from its own seed `ray_seed(seed, k)`: here or on a `bench.runtime.parallel` worker."""
     k, ray = item
     generator = torch.Generator().manual_seed(ray_seed(seed, k))
     return method.train_ray(worker.suite, ray, lr=lr, generator=generator, checkpoints=checkpoints, name=f"ray-{k}")

@@ -16,10 +16,7 @@ from typing import Literal
 import numpy as np
 from pymoo.util.ref_dirs import get_reference_directions
 
-from bench.front import Front
-from bench.merge import task_arithmetic
-from bench.rays import n_das_dennis
-from bench.registry import BenchError
+from bench.api import BenchError, Front, n_das_dennis, task_arithmetic
 from bench.methods.base import Method
 
 

@@ -1,11 +1,11 @@
 """Task suites, one module per family, declared here once as lazy `module:object` references (nothing is
 imported until a suite is used; a variant is an entry with its own defaults).
 
-    >>> from bench.registry import SUITES
+    >>> from bench.core.registry import SUITES
     >>> SUITES.build("toy-quadratic", num_tasks=3).tasks
     ['task0', 'task1', 'task2']
 """
-from bench.registry import SUITES
+from bench.core.registry import SUITES
 
 S = "bench.tasks"
 _CLIP = ("CLIP {}: vision tower fine-tuned on sun397, stanford-cars, resisc45, eurosat, svhn, gtsrb, mnist, dtd "

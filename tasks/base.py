@@ -1,6 +1,6 @@
 """The Suite interface every task family implements, and `ModelSuite` for real networks.
 
-    >>> from bench.registry import SUITES
+    >>> from bench.core.registry import SUITES
     >>> suite = SUITES.build("toy-quadratic", num_tasks=2)
     >>> suite.tasks, suite.objective, suite.modality
     (['task0', 'task1'], 'loss', 'analytic')
@@ -9,7 +9,7 @@ A suite owns θ0 (the pre-trained merge-able parameters, a flat `dict[str, Tenso
 vectors τ_i = θ_i − θ0 stacked per parameter (`[T, *shape]`), frozen per-task heads, data, the
 objective and the HV reference point (in minimization space). This class declares everything the
 Evaluator, the trainers and `bench export` may ask of a suite; nothing else is read from outside.
-Only the Evaluator (bench/evaluator.py) runs a suite on evaluation data.
+Only the Evaluator (bench/core/evaluator.py) runs a suite on evaluation data.
 """
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.merge import Params
-from bench.registry import BenchError, unknown_choice
+from bench.api import BenchError, Params, unknown_choice
 
 SPLITS = ("train", "val", "test")
 MODALITIES = ("analytic", "image", "text")
@@ -218,8 +217,8 @@ class ModelSuite(Suite):
 
     def train_batch(self, task: str, batch_size: int, generator: torch.Generator) -> Batch:
         """Indices drawn on the host (the same stream on every device), gathered where the split
-        lives: on the GPU when it fits there (bench.evaluator.DEVICE_DATA), so no batch is copied."""
-        from bench.evaluator import DEVICE_DATA
+        lives: on the GPU when it fits there (bench.core.evaluator.DEVICE_DATA), so no batch is copied."""
+        from bench.core.evaluator import DEVICE_DATA
 
         data = DEVICE_DATA.get(self, task, "train", self.device)
         n = len(data["labels"])

@@ -53,8 +53,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from bench.merge import Params
-from bench.registry import BenchError, unknown_choice
+from bench.api import BenchError, Params, unknown_choice
 from bench.tasks import hub
 from bench.tasks.base import ModelSuite, device_generator, select_tasks
 from bench.tasks.cache import cache_root, cached_build

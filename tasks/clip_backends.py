@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from bench.merge import Params, check_compatible
-from bench.registry import BenchError, unknown_choice
+from bench.api import BenchError, Params, check_compatible, unknown_choice
 from bench.tasks import hub
 from bench.tasks.models import backbone_params, clip_vision_features, quiet_hf
 

@@ -31,8 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from bench.merge import Params, check_compatible
-from bench.registry import BenchError
+from bench.api import BenchError, Params, check_compatible
 from bench.tasks import hub
 from bench.tasks.base import ModelSuite, select_tasks
 from bench.tasks.cache import cache_root, cached_build

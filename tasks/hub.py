@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from bench.registry import BenchError
+from bench.api import BenchError
 from bench.tasks.models import quiet_hf
 
 MODEL_FILES = ("*.json", "*.txt", "*.model", "*.safetensors")   # configs, tokenizers, weights

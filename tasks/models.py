@@ -12,7 +12,7 @@ from typing import Iterator
 import torch
 from torch.func import functional_call
 
-from bench.merge import Params
+from bench.api import Params
 
 
 def clip_vision_features(backbone: torch.nn.Module, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:

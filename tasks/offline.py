@@ -44,8 +44,8 @@ from typing import Callable, ClassVar, Iterable, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from bench.evaluator import Evaluator
-from bench.registry import BenchError
+from bench.core.evaluator import Evaluator
+from bench.api import BenchError
 from bench.tasks.base import ModelSuite, select_tasks
 from bench.tasks.cache import cache_root, cached_build, manifest_info
 from bench.tasks.models import quiet_hf

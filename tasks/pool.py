@@ -47,8 +47,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from bench.merge import Params, check_compatible
-from bench.registry import BenchError, unknown_choice
+from bench.api import BenchError, Params, check_compatible, unknown_choice
 from bench.tasks import hub
 from bench.tasks.base import ModelSuite, select_tasks
 from bench.tasks.cache import cache_root, cached_build

@@ -14,7 +14,7 @@ import itertools
 
 import numpy as np
 
-from bench.merge import task_arithmetic
+from bench.api import task_arithmetic
 
 LINE = np.linspace(0.0, 1.0, 11)
 BAR_FINETUNED, BAR_GAP, BAR_LINE, BAR_GRID_ND = 0.90, 0.10, 0.05, 3
@@ -47,7 +47,7 @@ def pair_line(suite, evaluator, a: str, b: str, points=LINE[1:], split: str = "t
 def quality_bars(suite, evaluator, lines: dict | None = None) -> dict:
     """The bars above. `lines` ({"a+b": accuracies at λ = 0.1 … 1}, e.g. from build workers) are
     traced here when missing; λ = 0 is θ0 itself."""
-    from bench.evaluator import references
+    from bench.core.evaluator import references
 
     refs = references(evaluator)
     pre = {t: refs["pretrained"][t]["accuracy"] for t in suite.tasks}

@@ -2,7 +2,7 @@
 
     python -m bench run method=ta_grid tasks=tiny-clip tasks.names=[digits,dots]
 
-    >>> from bench.registry import SUITES
+    >>> from bench.core.registry import SUITES
     >>> suite = SUITES.build("tiny-clip", names=["digits", "shapes"])   # doctest: +SKIP
     >>> suite.tasks, suite.task_vectors()["encoder.layers.0.mlp.fc1.weight"].shape  # doctest: +SKIP
     (['digits', 'shapes'], torch.Size([2, 256, 64]))
@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from bench.merge import Params, stack_task_vectors
+from bench.api import Params, stack_task_vectors
 
 from bench.tasks.base import SPLITS
 from bench.tasks.images import TASKS

@@ -2,7 +2,7 @@
 
     python -m bench run method=ta_grid tasks=tiny-gpt2 tasks.names=[sentiment,negation]
 
-    >>> from bench.registry import SUITES
+    >>> from bench.core.registry import SUITES
     >>> suite = SUITES.build("tiny-gpt2", names=["topic", "agreement"])   # doctest: +SKIP
     >>> suite.tasks, suite.task_vectors()["h.0.mlp.c_fc.weight"].shape  # doctest: +SKIP
     (['topic', 'agreement'], torch.Size([2, 64, 256]))
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench.merge import Params, stack_task_vectors
+from bench.api import Params, stack_task_vectors
 
 from bench.tasks.base import SPLITS
 from bench.tasks.models import backbone_params, gpt2_features, trim_padding

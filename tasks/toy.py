@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 
-from bench.rays import simplex_grid
-from bench.registry import BenchError
+from bench.api import BenchError, simplex_grid
 from bench.tasks.base import Suite
 
 MAX_TASKS = 8

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.config import schema
-from bench.front import Front
-from bench.record import RunRecord
-from bench.registry import METHODS
+from bench.runtime.config import schema
+from bench.core.front import Front
+from bench.core.record import RunRecord
+from bench.core.registry import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = ["tasks=toy-quadratic"]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.check import BASELINES, compare, load_baselines, target
+from bench.runtime.check import BASELINES, compare, load_baselines, target
 from bench.cli import main
-from bench.config import compose
-from bench.registry import METHODS, SUITES
+from bench.runtime.config import compose
+from bench.core.registry import METHODS, SUITES
 
 NAMES = sorted(p.stem for p in BASELINES.glob("*.json"))
 BUILTIN = {"method": [n for n in METHODS.names() if not METHODS.entry(n).plugin],      # a plugin's baselines are

@@ -10,8 +10,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from bench.cli import main
-from bench.config import compose, compose_config, defaults, schema
-from bench.registry import METHODS, SUITES
+from bench.runtime.config import compose, compose_config, defaults, schema
+from bench.core.registry import METHODS, SUITES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +49,7 @@ def test_run_writes_a_complete_record(out, capsys):
 
 def test_record_indicators_are_right(out, capsys):
     """Recompute HV and IGD+ of the written record by brute force from its own points."""
-    from bench.registry import SUITES
+    from bench.core.registry import SUITES
     from tests.test_indicators import brute_hv
 
     assert main(["run", "method=ta_grid", "tasks=toy-quadratic", "tasks.num_tasks=3", "method.mode=grid", "method.points=4", f"out={out}"]) == 0
@@ -145,7 +145,7 @@ def test_the_default_experiment_is_a_preset_of_tiny_clip():
 def test_records_keep_per_example_correctness_that_matches_the_accuracy(out, capsys):
     """examples.npz beside record.json: each test point's per-example correctness, whose mean is
     the recorded accuracy (what the leaderboard's bootstrap over test examples resamples)."""
-    from bench.record import RunRecord, load_examples
+    from bench.core.record import RunRecord, load_examples
 
     assert main(["run", "method=ta_grid", "tasks=tiny-clip", "tasks.names=[digits,dots]", "method.points=3",
                  f"out={out}"]) == 0

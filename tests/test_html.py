@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.config import compose
-from bench.run import run
-from bench.tables import load_leaderboard
+from bench.runtime.config import compose
+from bench.runtime.run import run
+from bench.reports.tables import load_leaderboard
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -55,8 +55,8 @@ def test_html_needs_out_dir(page_dir, capsys):
     assert "give out_dir=DIR" in capsys.readouterr().err
 
 
-REPORTS = ("bench.tables", "bench.reference", "bench.bootstrap", "bench.report", "bench.html", "bench.plots",
-           "bench.plots_many", "bench.eaf", "bench.figstyle", "bench.leaderboard")
+REPORTS = ("bench.reports.tables", "bench.reports.reference", "bench.reports.bootstrap", "bench.reports.report", "bench.reports.html", "bench.reports.plots",
+           "bench.reports.plots_many", "bench.reports.eaf", "bench.reports.figstyle", "bench.reports.leaderboard")
 
 
 def entries(fn) -> dict[str, int]:
@@ -93,8 +93,8 @@ def test_the_page_reads_the_records_once(page_dir, tmp_path, monkeypatch):
 
     out, site = page_dir
     calls = {}
-    for target in ("bench.tables:load_records", "bench.tables:build_tables", "bench.bootstrap:group_samples",
-                   "bench.tables:reference_front"):
+    for target in ("bench.reports.tables:load_records", "bench.reports.tables:build_tables", "bench.reports.bootstrap:group_samples",
+                   "bench.reports.tables:reference_front"):
         module, name = target.split(":")
         original = getattr(importlib.import_module(module), name)
 
@@ -105,9 +105,9 @@ def test_the_page_reads_the_records_once(page_dir, tmp_path, monkeypatch):
     with contextlib.redirect_stdout(io.StringIO()):
         most = entries(lambda: main(["table", "format=html", f"out={out}", f"out_dir={tmp_path / 'site'}",
                                      "resamples=10"]))
-    assert calls == {"bench.tables:load_records": 1, "bench.tables:build_tables": 1,
-                     "bench.bootstrap:group_samples": 2, "bench.tables:reference_front": 2}   # two suite keys
-    assert {"bench.report", "bench.tables", "bench.html", "bench.plots", "bench.figstyle"} <= set(most)
+    assert calls == {"bench.reports.tables:load_records": 1, "bench.reports.tables:build_tables": 1,
+                     "bench.reports.bootstrap:group_samples": 2, "bench.reports.tables:reference_front": 2}   # two suite keys
+    assert {"bench.reports.report", "bench.reports.tables", "bench.reports.html", "bench.reports.plots", "bench.reports.figstyle"} <= set(most)
     assert max(most.values()) == 1, most
     assert (tmp_path / "site" / "index.html").read_text() == (site / "index.html").read_text()
 

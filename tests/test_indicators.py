@@ -4,10 +4,10 @@ import itertools
 import numpy as np
 import pytest
 
-from bench import hypervolume, indicators
-from bench.front import Front, to_minimization
-from bench.record import RunRecord
-from bench.registry import BenchError
+from bench.core import hypervolume, indicators
+from bench.core.front import Front, to_minimization
+from bench.core.record import RunRecord
+from bench.core.registry import BenchError
 
 
 def brute_hv(F, ref):
@@ -99,7 +99,7 @@ def test_the_core_builds_no_suite():
 def test_indicator_registry_metadata_and_what_a_record_stores():
     """Every indicator declares its direction and whether it needs a reference front; a record
     stores IGD-type indicators only where the suite's front is analytic (not pooled over runs)."""
-    from bench.registry import INDICATORS
+    from bench.core.registry import INDICATORS
 
     needs_pf = {n for n in INDICATORS.names() if INDICATORS.get(n).needs_pf}
     assert needs_pf == {"gd", "igd", "igd_plus"}
@@ -239,7 +239,7 @@ def on_target(rays, scale, finetuned):
 
 
 def test_points_on_their_rays_are_aligned_at_zero_degrees():
-    from bench.rays import ray_grid
+    from bench.core.rays import ray_grid
 
     rays = ray_grid(3, partitions=4)                      # one-hots, zero entries, interior rays
     ft = np.array([0.9, 0.8, 0.95])
@@ -269,7 +269,7 @@ def test_a_known_rotation_gives_that_angle():
 
 def test_a_front_that_ignores_its_rays_is_visible():
     """The same points (same HV), each handed to another ray: alignment shows what HV cannot."""
-    from bench.rays import ray_grid
+    from bench.core.rays import ray_grid
 
     rays = ray_grid(2, partitions=10)
     ft = np.array([0.9, 0.85])

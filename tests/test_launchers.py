@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
-from bench.record import iter_record_paths
+from bench.core.record import iter_record_paths
 from tests.test_resume import comparable
 
 ROOT = Path(__file__).resolve().parent.parent

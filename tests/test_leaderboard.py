@@ -6,8 +6,8 @@ import textwrap
 import pandas as pd
 import pytest
 
-from bench.leaderboard import BEGIN, END, budgets, load_spec, main, n_rays, plan
-from bench.registry import METHODS, BenchError
+from bench.reports.leaderboard import BEGIN, END, budgets, load_spec, main, n_rays, plan
+from bench.core.registry import METHODS, BenchError
 
 TINY = """
 scale: 0.02
@@ -99,17 +99,17 @@ def test_spec_errors_are_one_line(spec_file, tmp_path, monkeypatch):
         load_spec(bad)
     with pytest.raises(BenchError, match="does not exist"):
         load_spec(tmp_path / "nope.yaml")
-    import bench.leaderboard
+    import bench.reports.leaderboard
 
     class Plugin:                         # a method whose class declares no budget and the spec no kind
         budget = ""
-    monkeypatch.setattr(bench.leaderboard, "method_class", lambda name: Plugin)
+    monkeypatch.setattr(bench.reports.leaderboard, "method_class", lambda name: Plugin)
     with pytest.raises(BenchError, match=r"methods.ta_grid: Plugin declares no leaderboard budget .*give it a kind"):
         budgets(load_spec(spec_file), "toy-quadratic", "ta_grid", 2)
 
 
 def counting(monkeypatch, *targets: str) -> dict[str, int]:
-    """Count the calls of module attributes ("bench.tables:build_tables", …) from now on."""
+    """Count the calls of module attributes ("bench.reports.tables:build_tables", …) from now on."""
     import importlib
 
     calls = {t: 0 for t in targets}
@@ -144,13 +144,13 @@ def test_regenerates_everything_in_parallel(spec_file, tmp_path, capsys, monkeyp
     # --render: the same tables again from the runs already there, no new run
     records = sorted((tmp_path / "runs").rglob("record.json"))
     (board / "leaderboard.md").unlink()
-    calls = counting(monkeypatch, "bench.tables:load_records", "bench.tables:build_tables",
-                     "bench.bootstrap:group_samples", "bench.tables:reference_front")
+    calls = counting(monkeypatch, "bench.reports.tables:load_records", "bench.reports.tables:build_tables",
+                     "bench.reports.bootstrap:group_samples", "bench.reports.tables:reference_front")
     assert main([str(spec_file), "--render"]) == 0
     assert (board / "leaderboard.md").read_text() == md
     # tables, page, figures and README block from one reading of the records: one bootstrap, one front per table
-    assert calls == {"bench.tables:load_records": 1, "bench.tables:build_tables": 1,
-                     "bench.bootstrap:group_samples": 1, "bench.tables:reference_front": 1}
+    assert calls == {"bench.reports.tables:load_records": 1, "bench.reports.tables:build_tables": 1,
+                     "bench.reports.bootstrap:group_samples": 1, "bench.reports.tables:reference_front": 1}
     assert sorted((tmp_path / "runs").rglob("record.json")) == records
 
 

@@ -17,16 +17,16 @@ import torch
 from scipy.stats import entropy
 
 from bench.cli import main as cli
-from bench.config import compose
-from bench.evaluator import Evaluator
-from bench.merge import task_arithmetic
-from bench.registry import METHODS, SUITES, BenchError
-from bench.run import run
+from bench.runtime.config import compose
+from bench.core.evaluator import Evaluator
+from bench.core.merge import task_arithmetic
+from bench.core.registry import METHODS, SUITES, BenchError
+from bench.runtime.run import run
 from bench.methods import epo_solver
 from bench.methods.scalarize import combine, gram, per_task_grads
 from bench.methods.epo_solver import adjustments, epo_weights, non_uniformity
 from bench.methods.ray_training import init_trainable, merged_params, resolve_rays
-from bench.rays import simplex_grid
+from bench.core.rays import simplex_grid
 
 
 def run_record(out, *overrides) -> dict:
@@ -198,7 +198,7 @@ def test_spaces_merge_like_task_arithmetic_and_epo_gram():
     torch.testing.assert_close(torch.cat([x.reshape(-1) for x in d]).double(), 0.25 * G[0] + 0.75 * G[1])
 
 
-# ---- toy-quadratic, full space, through bench.run ------------------------------------------------
+# ---- toy-quadratic, full space, through bench.runtime.run ------------------------------------------------
 def kl_to_uniform(rl: np.ndarray) -> np.ndarray:
     """Row-wise KL(rl/Σrl ‖ uniform) (scipy), μ's definition."""
     return entropy(rl.T, np.full_like(rl.T, 1.0 / rl.shape[1]))

@@ -1,5 +1,5 @@
 """Peak memory is measured per run: a process that runs job after job (a leaderboard or launcher worker)
-reports each run's own peak, not the largest so far (bench.run.reset_peak_memory)."""
+reports each run's own peak, not the largest so far (bench.runtime.run.reset_peak_memory)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = """
 import json, sys
-from bench.config import compose
-from bench.run import run
+from bench.runtime.config import compose
+from bench.runtime.run import run
 for dim in sys.argv[2:]:
     path = run(compose(["method=ta_grid", "tasks=toy-quadratic", f"tasks.dim={dim}", "tasks.front_points=10",
                         "method.points=3", f"out={sys.argv[1]}"]))

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.merge import params_hash
-from bench.registry import SUITES, BenchError
+from bench.core.merge import params_hash
+from bench.core.registry import SUITES, BenchError
 from bench.tasks.cache import build_lock, cached_build, verify
 from bench.tasks.offline import COMMON_OPTIONS, schedule
 from bench.tasks.tiny_clip import TinyClip
@@ -190,7 +190,7 @@ def test_workers_die_with_a_killed_build_and_its_folder_is_cleaned(tmp_path, cap
     waiting for jobs): the workers exit within seconds, and the next build in that cache removes the
     killed build's temporary folder."""
     sizes = dict(SMALL, finetune_steps=400)     # fine-tuning outlasts the test: the kill lands mid-build
-    builder = run_python(f"import bench.tasks\nfrom bench.registry import SUITES\n"
+    builder = run_python(f"import bench.tasks\nfrom bench.core.registry import SUITES\n"
                          f"SUITES.build('tiny-clip', cache_dir={str(tmp_path)!r}, build_workers=2, **{sizes!r})")
     parent = tmp_path / "tiny-clip"
     try:
@@ -218,7 +218,7 @@ def test_workers_die_with_a_killed_build_and_its_folder_is_cleaned(tmp_path, cap
 def test_two_processes_building_one_suite_build_it_once(tmp_path):
     """Two processes asking for the same tiny-gpt2 build at once: both load the same, verified build,
     and it was built (and its quality bars printed) once."""
-    code = (f"import bench.tasks\nfrom bench.registry import SUITES\nfrom bench.merge import params_hash\n"
+    code = (f"import bench.tasks\nfrom bench.core.registry import SUITES\nfrom bench.core.merge import params_hash\n"
             f"s = SUITES.build('tiny-gpt2', cache_dir={str(tmp_path)!r}, build_workers=1, **{SMALL!r})\n"
             f"print('hash', params_hash(s.task_vectors()))")
     procs = [run_python(code) for _ in range(2)]

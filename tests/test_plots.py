@@ -11,16 +11,16 @@ import numpy as np
 from matplotlib.colors import same_color
 import pytest
 
-from bench import indicators
-from bench.config import compose
-from bench.front import Front
-from bench.figstyle import STYLE, WIDE, WIDTH, palette, plt, style
-from bench.plots import write_figures
-from bench.plots_many import family, hv_tasks_figures, pair_front, pairs_figure, panels, parallel_figure
-from bench.record import RunRecord, write_run
-from bench.rundir import run_directory
-from bench.run import run
-from bench.tables import config_key, load_leaderboard
+from bench.core import indicators
+from bench.runtime.config import compose
+from bench.core.front import Front
+from bench.reports.figstyle import STYLE, WIDE, WIDTH, palette, plt, style
+from bench.reports.plots import write_figures
+from bench.reports.plots_many import family, hv_tasks_figures, pair_front, pairs_figure, panels, parallel_figure
+from bench.core.record import RunRecord, write_run
+from bench.runtime.rundir import run_directory
+from bench.runtime.run import run
+from bench.reports.tables import config_key, load_leaderboard
 
 DPI = STYLE["savefig.dpi"]
 
@@ -181,7 +181,7 @@ def test_accuracy_suite_normalised_hv_against_tasks(tmp_path):
 
 # ---- empirical attainment across seeds ----------------------------------------------------------
 def test_attainment_surfaces_against_brute_force():
-    from bench.eaf import surfaces
+    from bench.reports.eaf import surfaces
 
     rng = np.random.default_rng(3)
     n = 5

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.record import iter_record_paths
-from bench.registry import METHODS, SUITES
+from bench.core.record import iter_record_paths
+from bench.core.registry import METHODS, SUITES
 from tests.test_resume import comparable
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from bench.cli import main
-from bench.registry import SUITES, BenchError
+from bench.core.registry import SUITES, BenchError
 from bench.tasks import clip, gpt2_glue
 from bench.tasks.pool import PoolSuite, load_spec
 from tests.test_published import bpe_tokenizer_parts, image_dataset, perturbed

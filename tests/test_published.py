@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bench.cli import main
-from bench.evaluator import Evaluator
-from bench.registry import SUITES, BenchError
+from bench.core.evaluator import Evaluator
+from bench.core.registry import SUITES, BenchError
 from bench.methods.ta_grid import TAGrid
 from bench.tasks import hub
 from bench.tasks.clip import CLIPSuite

@@ -1,4 +1,4 @@
-"""Published reference values (results/published/*.yaml) and `bench check published=NAME` (bench/published.py).
+"""Published reference values (results/published/*.yaml) and `bench check published=NAME` (bench/runtime/published.py).
 
 The files are checked as data (source, protocol that composes, stated averages against the values,
 unrounded values against the rounded ones, the recorded discrepancies). The command runs end to end
@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from bench import published
+from bench.runtime import published
 from bench.cli import COMMANDS, main as cli_main
-from bench.config import compose
-from bench.published import PUBLISHED, check_published, load_reference
-from bench.registry import BenchError
+from bench.runtime.config import compose
+from bench.runtime.published import PUBLISHED, check_published, load_reference
+from bench.core.registry import BenchError
 from bench.tasks.clip import TASKS as CLIP_TASKS, zeroshot_metadata
 from bench.tasks.gpt2_glue import TASKS as GLUE_TASKS, TEXT_COLUMNS, TEST_SPLIT
 
@@ -234,7 +234,7 @@ def test_bench_check_published_through_the_cli(capsys):
 
 # ---- the authors' settings as method presets ------------------------------------------------------------
 def test_pwe_moe_presets_follow_the_authors_scripts_and_fusionbench():
-    from bench.rays import ray_grid
+    from bench.core.rays import ray_grid
 
     authors = compose(["method=pwe_moe_authors", "tasks=toy-quadratic"]).method
     assert (authors.name, authors.lr, authors.steps, authors.dirichlet_alpha, authors.init_lambda, authors.upscale,

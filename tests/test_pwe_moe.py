@@ -17,8 +17,8 @@ from transformers.models.clip.modeling_clip import CLIPMLP, CLIPAttention
 from transformers.models.gpt2.modeling_gpt2 import GPT2MLP, GPT2Attention
 
 from bench.cli import main as cli
-from bench.merge import stack_task_vectors, task_arithmetic
-from bench.registry import METHODS, BenchError
+from bench.core.merge import stack_task_vectors, task_arithmetic
+from bench.core.registry import METHODS, BenchError
 from bench.methods.pwe_moe import Routers, module_groups, router_param_count, unload
 from tests.pwe_moe_oracle import PWEMoEModel, sequential_router
 from bench.methods.pwe_moe.trainer import build_plan, router_step, train_routers
@@ -161,7 +161,7 @@ def test_step0_is_task_arithmetic(kind, upscale):
         with torch.no_grad():
             w = routers(torch.tensor(ray))
         assert float((w - 0.3).abs().max()) < 1e-3
-        # independent reference: bench.merge.task_arithmetic per module at the module's λ
+        # independent reference: bench.core.merge.task_arithmetic per module at the module's λ
         ref = dict(ta_fixed)
         for m, (module, params) in enumerate(plan.groups.items()):
             sub = {p: suite.theta0()[p] for p in params}
@@ -250,8 +250,8 @@ def test_toy_front_lies_on_the_task_arithmetic_front(out):
     """On toy-quadratic with upscale=all (one router over the whole parameter vector), every point of
     the front is close to the closed-form TA-subspace front (NNLS, tasks/toy.py); upscale=mlp has
     nothing to upscale there and says so."""
-    from bench.record import RunRecord
-    from bench.registry import SUITES
+    from bench.core.record import RunRecord
+    from bench.core.registry import SUITES
 
     assert cli(["run", "method=pwe_moe_ls", "tasks=toy-quadratic", "method.upscale=all", f"out={out}"]) == 0
     path = next(out.glob("toy-quadratic/pwe_moe_ls/*/record.json"))
@@ -331,8 +331,8 @@ def test_tiny_clip_export_reloads_and_scores_like_the_record(clip_runs, tmp_path
     that from_pretrained reloads with the MoE's outputs, and that scores exactly the record's point."""
     from safetensors.torch import load_file
 
-    from bench.evaluator import Evaluator
-    from bench.registry import SUITES
+    from bench.core.evaluator import Evaluator
+    from bench.core.registry import SUITES
     from bench.methods.pwe_moe import load_state
 
     rec = _record(clip_runs, "tiny-clip", "pwe_moe_ls")
@@ -361,7 +361,7 @@ def test_tiny_clip_export_reloads_and_scores_like_the_record(clip_runs, tmp_path
 
 def test_tiny_gpt2_conv1d_end_to_end(tmp_path):
     """GPT-2 (Conv1D weights) through the same code: run, router count, export, from_pretrained."""
-    from bench.registry import SUITES
+    from bench.core.registry import SUITES
     from bench.methods.pwe_moe import load_state
 
     names = SUITES.build("tiny-gpt2").tasks[:2]

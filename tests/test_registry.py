@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.registry import METHODS, SUITES, BenchError
+from bench.core.registry import METHODS, SUITES, BenchError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -150,7 +150,7 @@ def test_no_shadowing_from_folders_named_like_the_packages(tmp_path):
 
 
 def test_a_declared_entry_imports_nothing_until_used():
-    code = ("import sys; from bench.registry import METHODS, SUITES; METHODS.names(); SUITES.names(); "
+    code = ("import sys; from bench.core.registry import METHODS, SUITES; METHODS.names(); SUITES.names(); "
             "METHODS.description('map'); print(sorted(m for m in sys.modules if m.startswith('bench.methods.') "
             "or m.startswith('bench.tasks.') or m == 'torch'))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
@@ -182,7 +182,7 @@ def test_leaderboard_workers_import_the_specs_plugins(tmp_path):
         methods:
           half_local: {{kind: search}}
         """))
-    p = subprocess.run([sys.executable, "-m", "bench.leaderboard", str(spec)], cwd=tmp_path, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "bench.reports.leaderboard", str(spec)], cwd=tmp_path, capture_output=True,
                        text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert p.returncode == 0, p.stderr[-3000:]
     records = sorted((tmp_path / "runs" / "toy-quadratic" / "half_local").glob("*/record.json"))

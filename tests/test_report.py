@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import indicators
+from bench.core import indicators
 from bench.cli import main
-from bench.config import compose
-from bench.record import RunRecord, load_records, write_run
-from bench.rundir import run_directory
-from bench.report import render
-from bench.run import run
-from bench.tables import load_leaderboard
+from bench.runtime.config import compose
+from bench.core.record import RunRecord, load_records, write_run
+from bench.runtime.rundir import run_directory
+from bench.reports.report import render
+from bench.runtime.run import run
+from bench.reports.tables import load_leaderboard
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT / "results" / "baselines" / "ta_grid-toy-quadratic-2t-grid.json"
@@ -141,7 +141,7 @@ def write_with_examples(out: Path, method: str, seed: int, correct: dict[str, np
     with examples.npz beside it as a run writes it."""
     from types import SimpleNamespace
 
-    from bench.record import EXAMPLES, examples_file
+    from bench.core.record import EXAMPLES, examples_file
 
     acc = np.stack([correct[t].mean(axis=1) for t in SYN_TASKS], axis=1)
     rec = RunRecord.from_json(json.dumps(synthetic_record(method, seed, acc, paper="")))
@@ -152,7 +152,7 @@ def write_with_examples(out: Path, method: str, seed: int, correct: dict[str, np
 
 
 def test_bootstrap_interval_and_paired_significance(out):
-    from bench import bootstrap
+    from bench.reports import bootstrap
 
     rng = np.random.default_rng(1)
     n, B = 300, 200
@@ -236,7 +236,7 @@ def test_latex_is_a_booktabs_body(out, synthetic):
 
 
 def test_analytic_igd_plus_and_config_rows(out):
-    from bench.registry import SUITES
+    from bench.core.registry import SUITES
 
     a = run_quiet(out, "method=ta_grid", "method.mode=shared")
     b = run_quiet(out, "method=ta_grid", "method.mode=grid", "method.points=5")
@@ -260,9 +260,9 @@ def test_analytic_igd_plus_and_config_rows(out):
 def test_reference_front_falls_back_only_on_harness_errors(out, monkeypatch):
     """An analytic suite that cannot be rebuilt (a BenchError: unknown name, bad options) keeps its
     records' IGD+; any other error is a bug and is raised."""
-    import bench.reference
-    from bench.reference import reference_front
-    from bench.registry import BenchError
+    import bench.reports.reference
+    from bench.reports.reference import reference_front
+    from bench.core.registry import BenchError
 
     run_quiet(out, "method=ta_grid")
     (rec,) = load_records(out)
@@ -274,10 +274,10 @@ def test_reference_front_falls_back_only_on_harness_errors(out, monkeypatch):
 
     def broken(name, config):
         raise ZeroDivisionError("a bug")
-    monkeypatch.setattr(bench.reference, "analytic_front", broken)
+    monkeypatch.setattr(bench.reports.reference, "analytic_front", broken)
     with pytest.raises(ZeroDivisionError):
         reference_front([rec])
-    monkeypatch.setattr(bench.reference, "analytic_front", lambda name, config: (_ for _ in ()).throw(BenchError("x")))
+    monkeypatch.setattr(bench.reports.reference, "analytic_front", lambda name, config: (_ for _ in ()).throw(BenchError("x")))
     assert reference_front([rec]).kind == "record"
 
 
@@ -293,7 +293,7 @@ def test_table_cli_errors(out, synthetic, capsys):
     assert main(["table", f"out={out / 'empty'}"]) == 2
     assert main(["table", f"out={out}", "format=csv"]) == 0
     assert capsys.readouterr().out.startswith("suite,suite_key,tasks,")
-    from bench.registry import BenchError
+    from bench.core.registry import BenchError
 
     with pytest.raises(BenchError, match="format=html is a folder, not a text"):
         render(load_leaderboard(str(out)), "html")
@@ -351,7 +351,7 @@ def test_check_stub_baseline_is_filled_by_update(tmp_path, capsys):
 def test_check_into_keeps_records_per_seed(tmp_path, capsys, monkeypatch):
     import subprocess
 
-    import bench.check
+    import bench.runtime.check
 
     calls = []
 
@@ -363,7 +363,7 @@ def test_check_into_keeps_records_per_seed(tmp_path, capsys, monkeypatch):
             rc = main(cmd[3:])
         return subprocess.CompletedProcess(cmd, rc, o.getvalue(), err.getvalue())
 
-    monkeypatch.setattr(bench.check, "spawn", in_process)
+    monkeypatch.setattr(bench.runtime.check, "spawn", in_process)
     shutil.copy(ROOT / "results" / "baselines" / "ta_grid-toy-quadratic-2t-shared.json", tmp_path / "b.json")
     assert cmd_check([f"baselines={tmp_path}", f"into={tmp_path / 'runs'}", "seeds=[3]"]) == 0   # one process per run
     (rec,) = load_records(tmp_path / "runs")

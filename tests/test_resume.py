@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.rundir import Journal
+from bench.runtime.rundir import Journal
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMINGS = ("wall_s", "cpu_s", "peak_mem_mb", "train_s", "resumed_from", "evaluations_reused")

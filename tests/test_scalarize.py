@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.evaluator import Evaluator
-from bench.registry import METHODS, SUITES
+from bench.core.evaluator import Evaluator
+from bench.core.registry import METHODS, SUITES
 from bench.methods.scalarize import descent, min_norm_weights, scalarized
 
 
@@ -123,7 +123,7 @@ def test_conditioned_methods_start_at_task_arithmetic_and_move_towards_the_front
     if method == "phn":                  # on the front of the subspace it can reach
         assert gd(F, suite.true_front(space="ta")).max() < 1e-2
     else:                                # a learnt line through the base beats the fixed task-arithmetic line
-        from bench.indicators import hypervolume
+        from bench.core.indicators import hypervolume
 
         line = METHODS.build("ta_grid").approximate_front(suite, evaluator=Evaluator(suite), seed=0).to_minimization()
         hv = hypervolume(F, suite.ref_point())[0]

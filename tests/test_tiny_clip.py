@@ -20,10 +20,10 @@ import torch
 
 import bench.tasks.tiny_clip as tc
 from bench.tasks import quality
-from bench.evaluator import Evaluator, references
-from bench.indicators import nondominated_mask
-from bench.merge import params_hash
-from bench.registry import SUITES, BenchError
+from bench.core.evaluator import Evaluator, references
+from bench.core.indicators import nondominated_mask
+from bench.core.merge import params_hash
+from bench.core.registry import SUITES, BenchError
 from bench.tasks.cache import MANIFEST, verify
 
 ROOT = Path(__file__).resolve().parent.parent

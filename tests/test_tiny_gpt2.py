@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench import indicators
-from bench.evaluator import Evaluator
-from bench.merge import params_hash
-from bench.registry import SUITES, BenchError
+from bench.core import indicators
+from bench.core.evaluator import Evaluator
+from bench.core.merge import params_hash
+from bench.core.registry import SUITES, BenchError
 from bench.tasks import quality, tiny_gpt2
 from bench.tasks.cache import MANIFEST, verify
 from bench.tasks.text import TASKS, build_tokenizer, encode, generate

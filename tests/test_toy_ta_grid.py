@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench import indicators
-from bench.evaluator import Evaluator
-from bench.merge import task_arithmetic
-from bench.registry import SUITES, BenchError
+from bench.core import indicators
+from bench.core.evaluator import Evaluator
+from bench.core.merge import task_arithmetic
+from bench.core.registry import SUITES, BenchError
 from bench.methods.ta_grid import TAGrid, grid_coefficients
 
 
@@ -120,7 +120,7 @@ def test_every_mode_is_bounded_by_max_points_before_allocating(mode, extra, coun
 
 
 def test_per_ray_trainers_cap_their_rays_by_default_at_many_tasks():
-    from bench.registry import METHODS
+    from bench.core.registry import METHODS
 
     suite = SUITES.build("toy-quadratic", num_tasks=5)
     front = METHODS.build("ls", steps=2).approximate_front(suite, evaluator=Evaluator(suite), seed=0)

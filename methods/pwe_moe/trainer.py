@@ -14,7 +14,7 @@ Fusion", 2024 (https://arxiv.org/abs/2406.09770); the authors' code is FusionBen
    θ_m = θ0_m + Σ_i w_{m,i} τ_{m,i} (routing depends on r only, never on the input), and descends
    the scalarizer's direction (`pwe_moe_ls`: Σ_i r_i L_i; `pwe_moe_epo`: the EPO LP over the routers'
    per-task gradients; any of methods/scalarize.py with `method.scalarizer=`).
-3. Evaluate: for each ray of `bench.rays.ray_grid` (11 rays for 2 tasks, 66 for 3), unload to a
+3. Evaluate: for each ray of `bench.core.rays.ray_grid` (11 rays for 2 tasks, 66 for 3), unload to a
    dense parameter dict and score it on test with the Evaluator.
 
 Defaults: `steps=300` (the authors' scripts use 2000–4000 steps on ViT-B/32; 300 suffices for the
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.merge import Params
+from bench.api import Params
 
 from bench.methods.conditioned import Conditioned, load_net, step, train
 from bench.methods.pwe_moe.router import Routers

@@ -36,8 +36,7 @@ from typing import Iterable
 
 import torch
 
-from bench.merge import Params, task_arithmetic
-from bench.registry import BenchError
+from bench.api import BenchError, Params, task_arithmetic
 
 # module-name patterns of the blocks each choice upscales (matched against one name component)
 BLOCK_PATTERNS = {"mlp": r"mlp", "attn": r"self_attn|attn|attention"}

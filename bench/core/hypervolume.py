@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bench.registry import BenchError
+from bench.core.registry import BenchError
 
 MOOCORE, WFG = "exact: moocore", "exact: WFG (pygmo)"
 # Largest front (non-dominated points inside the box) each exact algorithm gets, per number of

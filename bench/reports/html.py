@@ -3,13 +3,13 @@
     python -m bench table format=html out_dir=results/leaderboard/html
     python -m bench table format=html out=results/runs/leaderboard out_dir=/tmp/lb resamples=200
 
-    >>> from bench.tables import load_leaderboard
+    >>> from bench.reports.tables import load_leaderboard
     >>> write_html(load_leaderboard("results/runs"), "/tmp/lb")          # doctest: +SKIP
 
-`out_dir` gets index.html, figures/ (`bench.plots.write_figures`: fronts, attainment, HV against
+`out_dir` gets index.html, figures/ (`bench.reports.plots.write_figures`: fronts, attainment, HV against
 cost) and records/ (a copy of every record.json in the tables, so the folder stands alone), all
-from one `bench.tables.Leaderboard` (records read once). The page has one section per suite key,
-as `bench table` (bench/report.py): the table, its notes and paper footnotes, and the suite's
+from one `bench.reports.tables.Leaderboard` (records read once). The page has one section per suite key,
+as `bench table` (bench/reports/report.py): the table, its notes and paper footnotes, and the suite's
 figures inline. Clicking a column header sorts its rows (numbers by their mean; again: reversed);
 checkboxes filter sections by number of tasks T and rows by method. Every row links the records
 behind it (one per seed). Plain HTML, CSS and a few lines of script: it opens from disk in any browser.
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.plots import write_figures
-from bench.record import RunRecord, atomic_write_text
-from bench.registry import BenchError
-from bench.tables import COLUMNS, Leaderboard, Table, footnote_marks, row_cell, table_notes
+from bench.reports.plots import write_figures
+from bench.core.record import RunRecord, atomic_write_text
+from bench.core.registry import BenchError
+from bench.reports.tables import COLUMNS, Leaderboard, Table, footnote_marks, row_cell, table_notes
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1280px;padding:1em 1.5em;color:#222}

@@ -10,7 +10,7 @@
 For a suite with a closed-form front (`record.analytic`) the front is rebuilt from the suite
 registry with the records' `suite_config`, and its hash is checked against the one the records
 stored (`igd_ref`). Otherwise it is the non-dominated union of the included points of every record
-of the suite key (`bench.indicators.pooled_front`), so every row of a table is measured against the
+of the suite key (`bench.core.indicators.pooled_front`), so every row of a table is measured against the
 same front. An analytic suite that can no longer be rebuilt (a harness error: renamed, plugin not
 loaded, options changed) falls back to the IGD values its records stored. This module belongs to
 the reports: it reads records and rebuilds suites through the config; the core (indicators, runs)
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.indicators import front_hash, pooled_front
-from bench.registry import BenchError
+from bench.core.indicators import front_hash, pooled_front
+from bench.core.registry import BenchError
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ class RefFront:
 def analytic_front(suite_name: str, suite_config: dict) -> np.ndarray | None:
     """The closed-form front of a suite rebuilt from the registry (None where it has none); a
     suite that cannot be built raises BenchError."""
-    from bench.config import build_from_config
-    from bench.registry import SUITES
+    from bench.runtime.config import build_from_config
+    from bench.core.registry import SUITES
 
     suite = build_from_config(SUITES, {"name": suite_name, **suite_config}, "tasks")
     pf = suite.true_front()

@@ -1,6 +1,6 @@
 """The Evaluator: the only code that runs a suite's models on evaluation data.
 
-    >>> from bench.registry import SUITES
+    >>> from bench.core.registry import SUITES
     >>> suite = SUITES.build("toy-quadratic")
     >>> ev = Evaluator(suite)
     >>> m = ev.evaluate(suite.theta0(), "test", key=("theta0",))
@@ -15,10 +15,10 @@ the least recently used split rather than run out of memory; batches are views o
 losses and correct counts are summed on the device and read once per task and split (no host
 sync per batch); `compile=True` runs the forward through `torch.compile`. Results are cached by
 (suite key, split, merge recipe): a repeated candidate costs nothing. With a `journal`
-(bench/rundir.py's `Journal`) every evaluation is appended as it completes and a resumed run reads them back
+(bench/runtime/rundir.py's `Journal`) every evaluation is appended as it completes and a resumed run reads them back
 instead of recomputing. `evaluations` counts full passes of one merged model over one split (all
 requested tasks), the unit of cost in records, across attempts (`reused`: those read back).
-Metrics that `bench.parallel` workers computed enter through `record`: cached, journaled and
+Metrics that `bench.runtime.parallel` workers computed enter through `record`: cached, journaled and
 counted as if computed here.
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import Any, Callable, ContextManager, Hashable, Protocol, Sequence
 import numpy as np
 import torch
 
-from bench.merge import Params, params_hash
-from bench.registry import BenchError
+from bench.core.merge import Params, params_hash
+from bench.core.registry import BenchError
 
 Batch = dict[str, torch.Tensor]
 
@@ -179,7 +179,7 @@ class Evaluator:
     def record(self, metrics: "Metrics", split: str = "test", *, key: Hashable,
                tasks: Sequence[str] | None = None) -> None:
         """Metrics of recipe `key` (with their per-example correctness), computed here or elsewhere (a
-        `bench.parallel` worker): cached, journaled and counted exactly alike."""
+        `bench.runtime.parallel` worker): cached, journaled and counted exactly alike."""
         tasks = self._tasks(split, tasks)
         examples = getattr(metrics, "examples", {})
         metrics = {t: dict(m) for t, m in metrics.items()}

@@ -3,7 +3,7 @@
     <out>/<suite>/<method>/<run-id>/run.json             the resolved config (written when the run starts)
                                     journal.jsonl        one line per evaluation paid for, as it completes
                                     checkpoints/<n>.pt   a method's training state, replaced atomically
-                                    record.json …        when the run has finished (bench/record.py)
+                                    record.json …        when the run has finished (bench/core/record.py)
 
     >>> import tempfile, pathlib
     >>> j = Journal(pathlib.Path(tempfile.mkdtemp()) / "journal.jsonl")
@@ -33,8 +33,8 @@ from typing import Any, Iterator
 
 import torch
 
-from bench.record import atomic_write_bytes, atomic_write_text
-from bench.registry import BenchError
+from bench.core.record import atomic_write_bytes, atomic_write_text
+from bench.core.registry import BenchError
 
 LOCK = ".lock"
 RUN_FILE, JOURNAL = "run.json", "journal.jsonl"

@@ -1,6 +1,6 @@
 """One generic registry, used for methods, suites and indicators.
 
-    >>> from bench.registry import METHODS
+    >>> from bench.core.registry import METHODS
     >>> METHODS.names()                        # reads declarations: imports no method module
     ['epo', 'ls', 'map', 'pareto_merging', 'phn', 'pwe_moe_epo', 'pwe_moe_ls', 'ta_grid']
     >>> METHODS.entry("ta_grid").ref
@@ -171,7 +171,7 @@ def unknown_choice(kind: str, value: Any, choices: list[str]) -> str:
 
 METHODS: Registry = Registry("method", "bench.methods", "paretobench.methods")
 SUITES: Registry = Registry("suite", "bench.tasks", "paretobench.suites")
-INDICATORS: Registry = Registry("indicator", "bench.indicators", "paretobench.indicators")
+INDICATORS: Registry = Registry("indicator", "bench.core.indicators", "paretobench.indicators")
 REGISTRIES = (METHODS, SUITES, INDICATORS)
 
 

@@ -6,7 +6,7 @@
                                     <artifacts>   e.g. PWE-MoE's routers.pt
 
     >>> import numpy as np
-    >>> from bench.front import Front
+    >>> from bench.core.front import Front
     >>> front = Front(tasks=["a", "b"], objective="accuracy", X=[[0.0], [1.0]], x_names=["lambda"],
     ...               metrics=[{"a": {"loss": 1.0, "accuracy": 0.9}, "b": {"loss": 2.0, "accuracy": 0.5}},
     ...                        {"a": {"loss": 2.0, "accuracy": 0.6}, "b": {"loss": 1.0, "accuracy": 0.8}}])
@@ -17,11 +17,11 @@
     >>> RunRecord.from_json(rec.to_json()).F.tolist() == rec.F.tolist()
     True
 
-A record is frozen: X and F (minimization form, `bench.front.to_minimization`) are computed once
+A record is frozen: X and F (minimization form, `bench.core.front.to_minimization`) are computed once
 when it is made from a Front or read from JSON, and every consumer (indicators, tables, plots,
 checks, export) reads them from here. Files a method leaves (its `Front.artifacts`) are written
 beside record.json and listed in `artifacts`; they never pass through the JSON. A run owns its
-directory from the start (bench/rundir.py) and writes every file atomically, record.json last: a
+directory from the start (bench/runtime/rundir.py) and writes every file atomically, record.json last: a
 directory without record.json is an unfinished run, never read as a record. Schema 2 (this one) stores only indicators that depend on the run
 alone; version-1 records (which also stored IGD against a pooled front) are still read.
 """
@@ -39,8 +39,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from bench.front import Front, natural_values, to_minimization
-from bench.registry import BenchError
+from bench.core.front import Front, natural_values, to_minimization
+from bench.core.registry import BenchError
 
 SCHEMA = 2
 READABLE = (1, 2)
@@ -215,7 +215,7 @@ def _finite(obj):
 
 def _nondominated(F: np.ndarray, include: np.ndarray) -> np.ndarray:
     """Non-dominated within the included points, and within the others (e.g. MAP's predictions)."""
-    from bench.indicators import nondominated_mask
+    from bench.core.indicators import nondominated_mask
 
     nd = np.zeros(len(F), dtype=bool)
     for group in (include, ~include):

@@ -3,31 +3,31 @@
     python -m bench plot                                      # every suite → results/runs/figures
     python -m bench plot tasks=toy-quadratic figures=paper/figures out=results/runs
 
-    >>> from bench.tables import load_leaderboard
+    >>> from bench.reports.tables import load_leaderboard
     >>> write_figures(load_leaderboard("results/runs", resamples=0), "paper/figures")   # doctest: +SKIP
 
-`write_figures` draws from a `bench.tables.Leaderboard` (records read once, rows, the records
+`write_figures` draws from a `bench.reports.tables.Leaderboard` (records read once, rows, the records
 behind each row, the reference front) and reads nothing else. For each suite key (see
-`bench.tables`), as PNG and PDF named `<suite>-v<version>-<T>t-<key hash>-<kind>`:
+`bench.reports.tables`), as PNG and PDF named `<suite>-v<version>-<T>t-<key hash>-<kind>`:
 
 * front (2 or 3 tasks; one paper column, 3.3 in, 7 pt text): 2 tasks — every leaderboard row's
   points (faint) and its non-dominated staircase, the pre-trained model (×), each fine-tuned model
   on its own task (dotted lines; their crossing is the ideal point) and, for analytic suites, the
   true front (grey); 3 tasks — a 3-D scatter of the non-dominated points with the same references.
-* pairs and parallel (4 tasks or more, `bench.plots_many`): the matrix of pairwise 2-task
+* pairs and parallel (4 tasks or more, `bench.reports.plots_many`): the matrix of pairwise 2-task
   projections, and parallel coordinates of the normalised metrics.
-* eaf (2 tasks, some row with several seeds; `bench.eaf`): per row, the spread of its fronts
+* eaf (2 tasks, some row with several seeds; `bench.reports.eaf`): per row, the spread of its fronts
   across seeds as empirical attainment surfaces (best, median, worst seed).
 * hv-cost: HV against evaluations and against wall time (log scale), mean ± std over seeds.
 
 and per suite whose records cover several numbers of tasks, `<suite>-v<version>-<hash>-hv-tasks`:
-HV (normalised) against T (`bench.plots_many`).
+HV (normalised) against T (`bench.reports.plots_many`).
 
 Objectives are drawn in their natural direction (accuracy: higher is better; loss: lower). A row
 with several seeds draws its lowest seed in the front figures; the HV figures use all of them. A
 row keeps its colour and marker in every figure. Marks shrink and fade as a series grows (66+
 points stay legible); legends sit outside the axes. Records with `weights == "random"` are never
-drawn. Matplotlib with the Agg backend (no display, `bench.figstyle`); every file is written atomically.
+drawn. Matplotlib with the Agg backend (no display, `bench.reports.figstyle`); every file is written atomically.
 """
 from __future__ import annotations
 
@@ -37,11 +37,11 @@ import numpy as np
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
-from bench import eaf, plots_many
-from bench.figstyle import (STYLE, WIDTH, arrow, density, draw_front, draw_references, focus_range, legend,
+from bench.reports import eaf, plots_many
+from bench.reports.figstyle import (STYLE, WIDTH, arrow, density, draw_front, draw_references, focus_range, legend,
                             palette, plt, points, reference_handles, representatives, save, style, true_front)
-from bench.registry import BenchError
-from bench.tables import Leaderboard, Table
+from bench.core.registry import BenchError
+from bench.reports.tables import Leaderboard, Table
 
 
 # ---- fronts (2 or 3 tasks) -------------------------------------------------------------------
@@ -75,7 +75,7 @@ def front_figure(table: Table, colours: dict[str, int]):
         ax.set_xlabel(f"{table.tasks[0]} {obj} {arrow(obj)}")
         ax.set_ylabel(f"{table.tasks[1]} {obj} {arrow(obj)}")
         ax.grid(alpha=0.25, lw=0.4)
-    else:                               # 3 tasks; bench.plots_many draws more
+    else:                               # 3 tasks; bench.reports.plots_many draws more
         fig = plt.figure(figsize=(WIDTH, 2.8))
         ax = fig.add_subplot(projection="3d")
         if true_pf is not None:

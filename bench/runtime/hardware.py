@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.registry import BenchError
+from bench.core.registry import BenchError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SMALL_MODEL = 20_000_000     # merge-able parameters below which one intra-op thread is fastest
 CLEAR_REFS, STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
 

@@ -16,7 +16,7 @@ front `pf` (None where there is none), the reference models' metrics and each po
 ray (methods that take one). A record stores every indicator that depends on its own run alone
 (`per_record`): IGD-type indicators only where the suite has an analytic front; against a pooled
 front (the non-dominated union of many records, `pooled_front`) they exist only where records
-are compared: `bench table` (`bench.reference`) and `bench check`. HV (bench/hypervolume.py) is exact wherever that
+are compared: `bench table` (`bench.reports.reference`) and `bench check`. HV (bench/core/hypervolume.py) is exact wherever that
 costs ≤ ~2 s, else an estimate whose error bound is stored beside it (`hv_error`).
 
 Preference alignment (`alignment_deg`, `alignment_hit`; Mahapatra & Rajan, ICML 2020): a point
@@ -41,8 +41,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bench.hypervolume import HV, hypervolume
-from bench.registry import INDICATORS
+from bench.core.hypervolume import HV, hypervolume
+from bench.core.registry import INDICATORS
 
 ALIGNMENT_TOL_DEG = 5.0     # module docstring: half the closest spacing of the default 2-task ray grid
 
@@ -186,7 +186,7 @@ def record_rays(record) -> np.ndarray | None:
 # ---- the indicators --------------------------------------------------------------------------------
 @indicator("hv", "HV", higher_is_better=True)
 def _hv(ctx):
-    """hypervolume w.r.t. the suite's reference point (exact where ≤ ~2 s, else an estimate: bench/hypervolume.py)"""
+    """hypervolume w.r.t. the suite's reference point (exact where ≤ ~2 s, else an estimate: bench/core/hypervolume.py)"""
     return ctx.hv.value
 
 
@@ -268,7 +268,7 @@ def _alignment_hit(ctx):
 def pooled_front(fronts: Sequence[np.ndarray]) -> np.ndarray | None:
     """The non-dominated union of several fronts' finite points (minimization; a point repeated
     across fronts, e.g. by a repeated run, kept once), or None where there is none: the IGD
-    reference front of records compared without an analytic one (`bench.reference`)."""
+    reference front of records compared without an analytic one (`bench.reports.reference`)."""
     P = np.vstack([np.asarray(F, dtype=float) for F in fronts]) if len(fronts) else np.zeros((0, 0))
     P = np.unique(P[np.isfinite(P).all(axis=1)], axis=0)
     return P[nondominated_mask(P)] if len(P) else None

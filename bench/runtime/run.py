@@ -3,7 +3,7 @@
     python -m bench run method=ta_grid tasks=toy-quadratic seed=0 out=results/runs
 
 `run(spec)` is the whole pipeline; everything it calls lives in its own module. `spec` is a RunSpec,
-composed and validated once (bench.config.compose), used here as it is.
+composed and validated once (bench.runtime.config.compose), used here as it is.
 """
 from __future__ import annotations
 
@@ -16,14 +16,16 @@ from pathlib import Path
 import torch
 from threadpoolctl import threadpool_limits
 
-from bench import indicators, parallel
-from bench.config import RunSpec
-from bench.evaluator import Evaluator, references
-from bench.hardware import (choose_threads, environment, peak_memory_kind, peak_memory_mb, reset_peak_memory,
+from bench.core import indicators
+
+from bench.runtime import parallel
+from bench.runtime.config import RunSpec
+from bench.core.evaluator import Evaluator, references
+from bench.runtime.hardware import (choose_threads, environment, peak_memory_kind, peak_memory_mb, reset_peak_memory,
                             resolve_device, seed_everything)
-from bench.record import EXAMPLES, RunRecord, check_writable, examples_file, write_run
-from bench.rundir import JOURNAL, Checkpoints, Journal, claim, find_resumable, run_directory
-from bench.registry import INDICATORS, METHODS, SUITES, BenchError, plugins_used
+from bench.core.record import EXAMPLES, RunRecord, check_writable, examples_file, write_run
+from bench.runtime.rundir import JOURNAL, Checkpoints, Journal, claim, find_resumable, run_directory
+from bench.core.registry import INDICATORS, METHODS, SUITES, BenchError, plugins_used
 
 
 def run(spec: RunSpec) -> Path:

@@ -6,9 +6,9 @@
     ((3, 4), True)
 
 Every record of an accuracy suite keeps each test point's per-example correctness (examples.npz,
-`bench.record.load_examples`). A resample b draws each task's test examples with replacement; a
+`bench.core.record.load_examples`). A resample b draws each task's test examples with replacement; a
 point's accuracy under b is its correctness weighted by the draw's counts, its HV and normalised
-HV are recomputed from those accuracies (`bench.indicators.Context`, the suite's reference point).
+HV are recomputed from those accuracies (`bench.core.indicators.Context`, the suite's reference point).
 The draws are made once per table and shared by every record in it: every method is scored on the
 same test examples, so differences between rows are paired. A row's value under b is the mean over
 its seeds (repeats of one seed averaged first), as its table cell. Fine-tuned accuracies (the
@@ -25,8 +25,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from bench import indicators
-from bench.record import RunRecord, load_examples
+from bench.core import indicators
+from bench.core.record import RunRecord, load_examples
 
 METRICS = ("hv", "hv_normalized")
 LEVEL = 0.95

@@ -23,12 +23,12 @@ import math
 import moocore
 import numpy as np
 
-from bench.figstyle import WIDE, WIDTH, arrow, focus_range, legend, plt, style
-from bench.front import to_minimization
-from bench.record import RunRecord
-from bench.tables import Table
+from bench.reports.figstyle import WIDE, WIDTH, arrow, focus_range, legend, plt, style
+from bench.core.front import to_minimization
+from bench.core.record import RunRecord
+from bench.reports.tables import Table
 
-from matplotlib.lines import Line2D  # noqa: E402  (after bench.figstyle: the Agg backend is chosen there)
+from matplotlib.lines import Line2D  # noqa: E402  (after bench.reports.figstyle: the Agg backend is chosen there)
 from matplotlib.patches import Patch  # noqa: E402
 
 

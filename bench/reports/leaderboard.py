@@ -1,9 +1,9 @@
 """The leaderboard: one spec file → every run, in parallel → tables, the web page and figures.
 
-    python -m bench.leaderboard results/leaderboard/spec.yaml               # what `make leaderboard` runs
-    python -m bench.leaderboard results/leaderboard/spec.yaml --plan        # the jobs, one line each
-    python -m bench.leaderboard results/leaderboard/spec.yaml --render      # tables and page from the runs there
-    python -m bench.leaderboard results/leaderboard/spec.yaml scale=0.02 seeds=[0] runs=/tmp/lb/runs out=/tmp/lb
+    python -m bench.reports.leaderboard results/leaderboard/spec.yaml               # what `make leaderboard` runs
+    python -m bench.reports.leaderboard results/leaderboard/spec.yaml --plan        # the jobs, one line each
+    python -m bench.reports.leaderboard results/leaderboard/spec.yaml --render      # tables and page from the runs there
+    python -m bench.reports.leaderboard results/leaderboard/spec.yaml scale=0.02 seeds=[0] runs=/tmp/lb/runs out=/tmp/lb
 
 The spec (results/leaderboard/spec.yaml; any top-level key can be overridden as key=value) names
 the suites with their task subsets (or numbers of tasks), the methods, the seeds, the budget scale
@@ -26,7 +26,7 @@ runs at two budgets, each a row of the table (one job when they coincide):
 
 Missing suite builds happen first, in the driver (their quality bars printed). Then jobs run `jobs`
 at a time in worker processes (one torch thread each), the longest first; every job's wall time
-goes to <runs>/timings.csv. Then the records are read once (`bench.tables.load_leaderboard`) and
+goes to <runs>/timings.csv. Then the records are read once (`bench.reports.tables.load_leaderboard`) and
 <out> gets leaderboard.md/.tex/.csv (`bench table`, with the budget note first), timings.csv and
 html/ (`bench table format=html`: the page, its figures in html/figures as PNG and PDF, and a copy
 of every record), and the README its block. `--render` redoes only this last step.
@@ -43,11 +43,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bench.record import atomic_write_text
-from bench.registry import BenchError, load_plugins, unknown_choice
+from bench.core.record import atomic_write_text
+from bench.core.registry import BenchError, load_plugins, unknown_choice
 
 if TYPE_CHECKING:
-    from bench.tables import Leaderboard
+    from bench.reports.tables import Leaderboard
 
 UNITS = {"search": "evaluations", "per_ray": "steps_per_ray", "trained": "steps"}   # a spec's kind: → budget unit
 KINDS = tuple(UNITS)
@@ -149,23 +149,23 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> Spec:
 
 def method_class(name: str):
     """A registered method's class (imported on first use)."""
-    from bench.registry import METHODS
+    from bench.core.registry import METHODS
 
     return METHODS.entry(name).obj
 
 
 def suite_class(name: str):
     """A registered suite's class (imported on first use; nothing is built)."""
-    from bench.registry import SUITES
+    from bench.core.registry import SUITES
 
     return SUITES.entry(name).obj
 
 
 def method_defaults(name: str) -> dict:
-    """A registered method's options as `bench run` sees them (bench.config: the constructor's
+    """A registered method's options as `bench run` sees them (bench.runtime.config: the constructor's
     defaults under the entry's own, e.g. pwe_moe_epo's scalarizer)."""
-    from bench.config import defaults
-    from bench.registry import METHODS           # imports the method's module on first use
+    from bench.runtime.config import defaults
+    from bench.core.registry import METHODS           # imports the method's module on first use
 
     entry = METHODS.entry(name)
     return defaults(entry.obj, entry.defaults)
@@ -223,8 +223,8 @@ def plan(spec: Spec) -> list[Job]:
 
 def build_suite(suite: str):
     """`suite` with its default settings (built into the cache if it is not there yet)."""
-    from bench.config import build_from_config
-    from bench.registry import SUITES
+    from bench.runtime.config import build_from_config
+    from bench.core.registry import SUITES
 
     return build_from_config(SUITES, {"name": suite}, "tasks")
 
@@ -241,8 +241,8 @@ def _work(argv: list[str]) -> float:
     import contextlib
     import io
 
-    from bench.config import compose
-    from bench.run import run
+    from bench.runtime.config import compose
+    from bench.runtime.run import run
 
     t0 = time.perf_counter()
     # 400 runs' progress bars and summaries would bury the driver's one line per run
@@ -342,9 +342,9 @@ def update_readme(readme: Path, block: str) -> None:
 def write_outputs(spec: Spec) -> list[Path]:
     """leaderboard.md/.tex/.csv, html/ (the page and its figures) and the README block, from the
     records under spec.runs, read once."""
-    from bench.html import write_html
-    from bench.report import render
-    from bench.tables import load_leaderboard
+    from bench.reports.html import write_html
+    from bench.reports.report import render
+    from bench.reports.tables import load_leaderboard
 
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)

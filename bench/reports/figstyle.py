@@ -1,5 +1,5 @@
 """What every figure shares: paper sizes, each row's colour and marker, fronts and references drawn
-alike, one tight box saved as PNG and PDF. Used by `bench.plots`, `bench.plots_many` and `bench.eaf`.
+alike, one tight box saved as PNG and PDF. Used by `bench.reports.plots`, `bench.reports.plots_many` and `bench.reports.eaf`.
 
     >>> len({style(i)["color"] for i in range(38)}), style(38)["color"] == style(0)["color"]
     (38, True)
@@ -21,9 +21,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from bench.front import to_minimization  # noqa: E402
-from bench.record import RunRecord, atomic_write_bytes  # noqa: E402
-from bench.tables import Table  # noqa: E402
+from bench.core.front import to_minimization  # noqa: E402
+from bench.core.record import RunRecord, atomic_write_bytes  # noqa: E402
+from bench.reports.tables import Table  # noqa: E402
 
 WIDTH, WIDE = 3.3, 6.9          # inches: one column, and the full text width, of a two-column paper
 STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "legend.fontsize": 6,

@@ -4,8 +4,8 @@
     >>> [(t.title, len(t.rows)) for t in lb.tables]             # doctest: +SKIP
 
 `load_leaderboard` reads the records once into a `Leaderboard`; every renderer takes that object
-and reads nothing else: `bench.report.render` (md, latex, csv), `bench.html.write_html` (the web
-page), `bench.plots.write_figures` (the figures), `bench.leaderboard.main_tables` (the README block).
+and reads nothing else: `bench.reports.report.render` (md, latex, csv), `bench.reports.html.write_html` (the web
+page), `bench.reports.plots.write_figures` (the figures), `bench.reports.leaderboard.main_tables` (the README block).
 
 One table per suite key (records whose `suite_key` is equal are comparable: same suite, tasks,
 settings and version). One row per method and notable config: records are grouped by method +
@@ -15,14 +15,14 @@ format carries the full config). Where a row has several records (seeds) the cel
 mean ± sample standard deviation (ddof = 1); the best mean per column is marked (bold in md and
 LaTeX) when the column's values are not all tied. HV and normalised HV also carry a 95 % bootstrap
 interval over test examples, [lo, hi], and ≈ where a row's difference from the column's best is
-not significant (paired bootstrap on the same examples; bench/bootstrap.py), computed once here.
+not significant (paired bootstrap on the same examples; bench/reports/bootstrap.py), computed once here.
 Columns: HV ↑, normalised HV ↑, IGD+ ↓, points on the front (non-dominated) ↑, evaluations ↓,
 training steps ↓, trainable parameters ↓, wall seconds ↓, peak memory MB ↓.
 Records with `weights == "random"` (speed/memory benchmarks) never enter a leaderboard.
 
 Indicators: HV and normalised HV are the record's own (the suite's reference point; normalised HV
 exists for accuracy suites only). IGD+ is recomputed here for every record against the table's
-reference front (`bench.reference`), stated (kind, size, hash) under the table: for analytic suites
+reference front (`bench.reports.reference`), stated (kind, size, hash) under the table: for analytic suites
 the closed-form front, rebuilt from the suite registry with the record's `suite_config` (its hash
 is checked against the record's `igd_ref`); otherwise the non-dominated union of the included
 points of every record of the suite key, so every row is measured against the same front.
@@ -36,10 +36,12 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from bench import bootstrap, indicators
-from bench.record import RunRecord, load_records
-from bench.reference import RefFront, reference_front
-from bench.registry import INDICATORS, SUITES, BenchError, unknown_choice
+from bench.reports import bootstrap
+
+from bench.core import indicators
+from bench.core.record import RunRecord, load_records
+from bench.reports.reference import RefFront, reference_front
+from bench.core.registry import INDICATORS, SUITES, BenchError, unknown_choice
 
 IGNORED_CONFIG = ("seed", "out", "run_id", "tasks")
 
@@ -197,7 +199,7 @@ def record_metrics(record: RunRecord, ref: RefFront) -> dict[str, float]:
 
 def method_paper(record: RunRecord) -> str:
     """The footnote of a record's method: its paper and link (older records: the class's link)."""
-    from bench.registry import METHODS
+    from bench.core.registry import METHODS
 
     url = record.method_url or (getattr(METHODS.get(record.method), "url", "") if record.method in METHODS else "")
     return f"{record.method_paper} ({url})" if record.method_paper and url else record.method_paper

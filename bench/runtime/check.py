@@ -14,7 +14,7 @@ A baseline is `results/baselines/<name>.json`:
 
 `overrides` are `bench run` overrides (method= and tasks= are required; out= and run_id= are set
 by the check). Each run goes into its own temporary results root (so a pooled IGD reference
-depends on that run alone) through `bench.config.compose` + `bench.run.run`, on the CPU unless the
+depends on that run alone) through `bench.runtime.config.compose` + `bench.runtime.run.run`, on the CPU unless the
 overrides name a device. An entry passes when |got − expected| ≤ abs + rel·|expected| (strings,
 integers and nulls must match exactly); its tolerance is stated in the file, per entry. Entries:
 the record's indicators (HV, normalised HV, GD, IGD, IGD+, point counts), the method's cost
@@ -42,10 +42,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.record import atomic_write_text
-from bench.registry import BenchError, unknown_choice
+from bench.core.record import atomic_write_text
+from bench.core.registry import BenchError, unknown_choice
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BASELINES = PROJECT_ROOT / "results" / "baselines"
 TOL_ANALYTIC = {"abs": 1e-9, "rel": 1e-6}
 TOL_TRAINED = {"abs": 5e-3, "rel": 1e-3}
@@ -100,9 +100,9 @@ def check_overrides(name: str, overrides: list[str]) -> None:
 # ---- running ---------------------------------------------------------------------------------
 def run_baseline(name: str, overrides: list[str]):
     """Run one baseline config into a temporary results root; returns its RunRecord."""
-    from bench.config import compose
-    from bench.record import RunRecord
-    from bench.run import run
+    from bench.runtime.config import compose
+    from bench.core.record import RunRecord
+    from bench.runtime.run import run
 
     check_overrides(name, overrides)
     extra = [] if any(o.startswith("device=") for o in overrides) else ["device=cpu"]
@@ -119,7 +119,7 @@ def entries_of(record) -> dict[str, Any]:
     the pooled reference of a results root that holds only it."""
     import numpy as np
 
-    from bench import indicators
+    from bench.core import indicators
 
     out: dict[str, Any] = {"suite_key": record.suite_key}
     ctx = indicators.Context(record.F_included, record.ref_point, pf=indicators.pooled_front([record.F_included]))
@@ -241,7 +241,7 @@ def spawn(cmd: list[str]) -> subprocess.CompletedProcess:
 def run_into(baselines: dict[str, dict], into: str, seeds: list[int] | None) -> int:
     """Run every baseline config (× seeds) into the results root `into`, one process each so that
     wall time and peak memory are each run's own; the records are kept (no comparison)."""
-    from bench.record import check_writable
+    from bench.core.record import check_writable
 
     check_writable(into)
     for name, b in baselines.items():
@@ -270,7 +270,7 @@ def check_baselines(only: list[str] | None = None, baselines: str | None = None,
         raise BenchError(f"no baselines in {str(directory)!r}")
     if into is not None:
         return run_into(baselines, into, seeds)
-    from bench.progress import progress
+    from bench.runtime.progress import progress
 
     drifted, errors = [], []
     for name, b in progress(baselines.items(), "bench check", total=len(baselines), every_item=True,

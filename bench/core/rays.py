@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from pymoo.util.ref_dirs import get_reference_directions
 
-from bench.registry import BenchError
+from bench.core.registry import BenchError
 
 
 def n_das_dennis(num_tasks: int, partitions: int) -> int:

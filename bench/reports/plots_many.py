@@ -1,6 +1,6 @@
-"""Figures for many tasks, drawn by `bench plot` (`bench.plots.write_figures`) where T ≥ 4.
+"""Figures for many tasks, drawn by `bench plot` (`bench.reports.plots.write_figures`) where T ≥ 4.
 
-    >>> from bench.plots_many import panels
+    >>> from bench.reports.plots_many import panels
     >>> panels(4)       # panel (row, column) of the pairwise matrix → (task on x, task on y)
     {(0, 0): (0, 1), (1, 0): (0, 2), (1, 1): (1, 2), (2, 0): (0, 3), (2, 1): (1, 3), (2, 2): (2, 3)}
 
@@ -33,12 +33,12 @@ from matplotlib.collections import LineCollection
 from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
-from bench.figstyle import (WIDE, WIDTH, arrow, draw_front, draw_references, focus_range, legend,
+from bench.reports.figstyle import (WIDE, WIDTH, arrow, draw_front, draw_references, focus_range, legend,
                             plt, points, reference_handles, representatives, style, true_front)
-from bench.front import to_minimization
-from bench.indicators import nondominated_mask
-from bench.record import RunRecord
-from bench.tables import Table, group_labels
+from bench.core.front import to_minimization
+from bench.core.indicators import nondominated_mask
+from bench.core.record import RunRecord
+from bench.reports.tables import Table, group_labels
 
 SELECTION = ("names", "num_tasks")      # suite options that choose the tasks; the others must agree across T
 

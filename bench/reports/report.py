@@ -1,25 +1,25 @@
-"""Paper-style leaderboards as text: markdown, booktabs LaTeX and csv, from a `bench.tables.Leaderboard`.
+"""Paper-style leaderboards as text: markdown, booktabs LaTeX and csv, from a `bench.reports.tables.Leaderboard`.
 
     python -m bench table                                    # every suite under results/runs, markdown
     python -m bench table tasks=toy-quadratic format=latex   # booktabs table bodies
     python -m bench table format=csv out=results/runs > leaderboard.csv
 
-    >>> from bench.tables import load_leaderboard
+    >>> from bench.reports.tables import load_leaderboard
     >>> print(render(load_leaderboard("results/runs"), "latex"))      # doctest: +SKIP
 
-The records are read and the tables built once, by `bench.tables.load_leaderboard` (what a table
+The records are read and the tables built once, by `bench.reports.tables.load_leaderboard` (what a table
 holds, how rows are grouped and labelled, the intervals and the reference front are described
 there); this module only lays them out. md and LaTeX: one table per suite key with its notes and
 paper footnotes, the best value per column in bold; csv: every number of every row and its full
-config. The web page is `bench.html.write_html`, the figures `bench.plots.write_figures`.
+config. The web page is `bench.reports.html.write_html`, the figures `bench.reports.plots.write_figures`.
 """
 from __future__ import annotations
 
 
 import pandas as pd
 
-from bench.registry import BenchError, unknown_choice
-from bench.tables import COLUMNS, Leaderboard, Table, footnote_marks, row_cell, table_notes
+from bench.core.registry import BenchError, unknown_choice
+from bench.reports.tables import COLUMNS, Leaderboard, Table, footnote_marks, row_cell, table_notes
 
 FORMATS = ("md", "latex", "csv", "html")
 
@@ -101,7 +101,7 @@ def render_csv(tables: list[Table]) -> str:
     return pd.concat(frames, ignore_index=True).to_csv(index=False)
 
 
-RENDER = {"md": render_md, "latex": render_latex, "csv": render_csv}      # html: a folder (bench.html.write_html)
+RENDER = {"md": render_md, "latex": render_latex, "csv": render_csv}      # html: a folder (bench.reports.html.write_html)
 
 
 def check_format(fmt: str, out_dir: str | None = None) -> str:
@@ -116,7 +116,7 @@ def check_format(fmt: str, out_dir: str | None = None) -> str:
 
 
 def render(lb: Leaderboard, fmt: str = "md") -> str:
-    """The leaderboard's tables as text: md, latex or csv (the web page: `bench.html.write_html`)."""
+    """The leaderboard's tables as text: md, latex or csv (the web page: `bench.reports.html.write_html`)."""
     if fmt == "html":
-        raise BenchError("format=html is a folder, not a text: bench.html.write_html(lb, out_dir) writes it")
+        raise BenchError("format=html is a folder, not a text: bench.reports.html.write_html(lb, out_dir) writes it")
     return RENDER[check_format(fmt)](lb.tables)

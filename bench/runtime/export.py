@@ -27,7 +27,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.registry import BenchError
+from bench.core.registry import BenchError
 
 OWN_KEYS = ("preference", "out", "runs")
 
@@ -35,9 +35,9 @@ OWN_KEYS = ("preference", "out", "runs")
 def export(spec, preference: list[float], dest: Path, runs: Path | None = None) -> Path:
     """The merged model of the latest matching run of `spec` (under `runs`, default its out=) at `preference`,
     written to `dest` with save_pretrained (+ heads, tokenizer, export.json)."""
-    from bench.hardware import resolve_device
-    from bench.rays import validate_preference
-    from bench.registry import METHODS
+    from bench.runtime.hardware import resolve_device
+    from bench.core.rays import validate_preference
+    from bench.core.registry import METHODS
 
     validate_preference(preference, len(preference))           # sign / sum errors before any loading
     entry = METHODS.entry(spec.method_name)
@@ -80,7 +80,7 @@ def check_destination(dest: Path) -> Path:
 
 def find_run(runs: Path, spec, suite):
     """The latest record under `runs` of this method on this suite key (and any method.*/seed given)."""
-    from bench.record import load_records
+    from bench.core.record import load_records
 
     method, wanted = spec.method_name, spec.config["method"]
     keys = {o.split("=", 1)[0].lstrip("+~") for o in spec.overrides if "=" in o}

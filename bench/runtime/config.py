@@ -1,6 +1,6 @@
 """Configuration: one source for every default, validated once, at the edge.
 
-    >>> from bench.config import compose
+    >>> from bench.runtime.config import compose
     >>> spec = compose(["method=ta_grid", "tasks=toy-quadratic", "method.points=5"])
     >>> spec.method.points, spec.method.mode, spec.settings.seed, spec.suite_kwargs["num_tasks"]
     (5, 'shared', 0, 2)
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.registry import METHODS, SUITES, BenchError, Registry, load_plugins, unknown_choice
+from bench.core.registry import METHODS, SUITES, BenchError, Registry, load_plugins, unknown_choice
 
-CONF = Path(__file__).parent / "conf"
+CONF = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = {"method": METHODS, "tasks": SUITES}
 
 
@@ -339,7 +339,7 @@ def check_keys(job: list[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run, composed and validated once: what `bench.run.run` executes as it is.
+    """One run, composed and validated once: what `bench.runtime.run.run` executes as it is.
 
     The method is constructed here (a small dataclass: every value checked); the suite's arguments are typed
     here and the suite is built by the run (it loads models and data). `config` is the resolved config as the

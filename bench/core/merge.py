@@ -42,7 +42,7 @@ def stack_task_vectors(theta0: Params, finetuned: Sequence[Params]) -> Params:
 
 def check_compatible(reference: Params, other: Params, what: str) -> None:
     """Raise ValueError naming the first parameter whose name or shape differs."""
-    from bench.registry import BenchError
+    from bench.core.registry import BenchError
 
     for name, t in reference.items():
         if name not in other:

@@ -18,7 +18,7 @@ Protocol kinds (nothing here evaluates a model: the suites and the Evaluator do)
 
 - `pretrained`: θ0 on every task, scored by the Evaluator (a record's `references.pretrained`);
 - `finetuned`: each fine-tuned model on its own task (a record's `references.finetuned`);
-- `merged`: a `bench run` of the overrides (bench.run.run, a record under `out=`, by default
+- `merged`: a `bench run` of the overrides (bench.runtime.run.run, a record under `out=`, by default
   results/runs/published), compared at the point whose coefficients all equal `select.lambda`;
 - `router_params`: the method builds its net on the suite (`tasks.weights=random`: the real
   architecture, random weights, no data read); its trainable parameters are the count at the
@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.registry import BenchError, unknown_choice
+from bench.core.registry import BenchError, unknown_choice
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PUBLISHED = PROJECT_ROOT / "results" / "published"
 KINDS = ("pretrained", "finetuned", "merged", "router_params")
 DEFAULT_OUT = "results/runs/published"    # merged runs' records: beside, not inside, the leaderboard's results root
@@ -150,7 +150,7 @@ def overrides_for(ref: Reference, extra: list[str]) -> list[str]:
 
 def measure(ref: Reference, extra: list[str]) -> tuple[dict[str, float], list[str]]:
     """({task: measured value}, facts to print) for the reference's protocol."""
-    from bench.config import compose
+    from bench.runtime.config import compose
 
     spec = compose(overrides_for(ref, extra))
     if ref.kind in ("pretrained", "finetuned"):
@@ -164,8 +164,8 @@ def _references(spec, kind: str) -> tuple[dict[str, float], list[str]]:
     """θ0 on every task, or each fine-tuned model on its own task: the Evaluator, as a record's references."""
     import torch
 
-    from bench.evaluator import Evaluator
-    from bench.hardware import choose_threads, resolve_device
+    from bench.core.evaluator import Evaluator
+    from bench.runtime.hardware import choose_threads, resolve_device
 
     s = spec.settings
     device = resolve_device(s.device)
@@ -183,7 +183,7 @@ def _references(spec, kind: str) -> tuple[dict[str, float], list[str]]:
 
 def _merged(spec, lam: float) -> tuple[dict[str, float], list[str]]:
     """A `bench run` (its record under out=), read at the point whose coefficients all equal `lam`."""
-    from bench.run import run
+    from bench.runtime.run import run
 
     path = Path(run(spec))
     rec = json.loads(path.read_text())
@@ -304,7 +304,7 @@ def cmd_published(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m bench.published published=NAME [override ...]` (what `bench check published=` runs)."""
+    """`python -m bench.runtime.published published=NAME [override ...]` (what `bench check published=` runs)."""
     try:
         return cmd_published(list(sys.argv[1:] if argv is None else argv))
     except BenchError as e:

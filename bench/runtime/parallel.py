@@ -6,7 +6,7 @@
     >>> list(fan_out(lambda worker, x: x * x, [1, 2, 3], suite=None))   # no `workers` block: here, in order
     [1, 4, 9]
 
-`bench.run` opens `workers(n, setup)` around the method. Inside, with n > 1, `fan_out(fn, items, suite)`
+`bench.runtime.run` opens `workers(n, setup)` around the method. Inside, with n > 1, `fan_out(fn, items, suite)`
 runs `fn(worker, item)` as Ray tasks, at most n at a time (one CPU each; one GPU each on CUDA), and yields the
 results on the CPU in the order of `items`. A worker rebuilds the run's suite once from its config (an offline
 suite loads from the disk cache in about a second) with the run's device, threads and determinism, so a unit
@@ -28,7 +28,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, NamedTuple, Sequ
 
 import torch
 
-from bench.registry import BenchError
+from bench.core.registry import BenchError
 
 
 @dataclass(frozen=True)
@@ -142,10 +142,10 @@ _WORKERS: dict[Setup, Worker] = {}
 def _worker(setup: Setup) -> Worker:
     """This process's suite and scratch Evaluator for `setup`, built once."""
     if setup not in _WORKERS:
-        from bench.config import build_from_config
-        from bench.evaluator import Evaluator
-        from bench.registry import SUITES, load_plugins
-        from bench.hardware import seed_everything
+        from bench.runtime.config import build_from_config
+        from bench.core.evaluator import Evaluator
+        from bench.core.registry import SUITES, load_plugins
+        from bench.runtime.hardware import seed_everything
 
         load_plugins(setup.plugins)
         seed_everything(setup.seed, setup.deterministic)
