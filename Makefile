@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.paretobench-installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: run test install bench-eval leaderboard clean
+.PHONY: run test install bench-eval leaderboard gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,6 +36,13 @@ leaderboard: $(STAMP)
 	rm -rf $(LEADERBOARD_RUNS) $(LEADERBOARD_CACHE) $(LEADERBOARD)/html $(LEADERBOARD)/figures
 	PARETOBENCH_CACHE=$(LEADERBOARD_CACHE) $(PY) -m bench.reports.leaderboard $(LEADERBOARD)/spec.yaml \
 	    runs=$(LEADERBOARD_RUNS) out=$(LEADERBOARD)
+
+# On a machine with a CUDA GPU: benchmarks/speed.py at the published sizes, then every built-in method on
+# clip-vit-b32/b16/l14 (2 and 8 tasks) and gpt2-glue (2 and 7) with random weights, a few steps each;
+# every figure of README "Performance" in results/gpu-check.json, the runs' records under
+# results/runs/gpu-check. About 8 min on one H100 (estimated; benchmarks/gpu_check.py says how).
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --device cuda --size full --out results/gpu-check.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache
