@@ -82,11 +82,16 @@ def test_entry_points_extend_every_command_and_the_record_names_the_plugin(tmp_p
     assert rec["points"][1]["x"]["lambda[task0]"] == 2.0
 
 
-def test_plugins_setting_imports_a_module_that_registers_itself(tmp_path):
-    (tmp_path / "my_methods.py").write_text(METHOD_SRC.replace(
+def plugin_module(directory: Path) -> None:
+    """my_methods.py: the method as a plugins= module that registers itself as half_local (version 0.3)."""
+    (directory / "my_methods.py").write_text(METHOD_SRC.replace(
         "from bench.api import Front, Method, task_arithmetic",
         "from bench.api import Front, Method, register_method, task_arithmetic\n__version__ = '0.3'")
         .replace("@dataclass(frozen=True)", '@register_method("half_local")\n@dataclass(frozen=True)'))
+
+
+def test_plugins_setting_imports_a_module_that_registers_itself(tmp_path):
+    plugin_module(tmp_path)
     out = tmp_path / "runs"
     run = bench(["run", "method=half_local", "tasks=toy-quadratic", "plugins=[my_methods]", f"out={out}"], tmp_path)
     assert run.returncode == 0, run.stderr
@@ -164,10 +169,7 @@ def test_unknown_name_lists_the_choices():
 
 def test_leaderboard_workers_import_the_specs_plugins(tmp_path):
     """A leaderboard spec's plugins: the driver resolves the plugin's method, and so does every spawned worker."""
-    (tmp_path / "my_methods.py").write_text(METHOD_SRC.replace(
-        "from bench.api import Front, Method, task_arithmetic",
-        "from bench.api import Front, Method, register_method, task_arithmetic")
-        .replace("@dataclass(frozen=True)", '@register_method("half_local")\n@dataclass(frozen=True)'))
+    plugin_module(tmp_path)
     spec = tmp_path / "spec.yaml"
     spec.write_text(textwrap.dedent(f"""
         scale: 1.0
