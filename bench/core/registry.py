@@ -9,7 +9,7 @@
 Every entry is declared once, as a lazy `module:object` reference (lm-evaluation-harness's pattern):
 the module is imported the first time the entry is asked for. Entries come from three places:
 
-- this project: `bench/methods/__init__.py`, `bench/tasks/__init__.py` declare theirs
+- this project: `methods/__init__.py`, `tasks/__init__.py` (bench.methods, bench.tasks) declare theirs
   (`METHODS.declare("ta_grid", "bench.methods.ta_grid:TAGrid", "one-line description")`,
   with a variant's own defaults as keyword arguments: `pwe_moe_epo` is PWE-MoE with scalarizer=epo);
 - installed packages, through the entry-point groups `paretobench.methods`, `paretobench.suites`
