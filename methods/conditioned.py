@@ -44,6 +44,13 @@ def seeds(seed: int) -> tuple[int, int, int]:
     return tuple(int(s.generate_state(1, dtype=np.uint64)[0] >> 1) for s in np.random.SeedSequence(int(seed)).spawn(3))
 
 
+def pref_dtype(suite) -> torch.dtype:
+    """A preference's dtype: the suite's own where its parameters are float64 (the analytic toy), else float32.
+    A net casts it to its own weights' dtype where it multiplies it (PWE-MoE's routers, PHN's hypernetwork);
+    Pareto Merging's cores take the suite's dtype, so on float64 suites the preference is never rounded."""
+    return torch.float64 if next(iter(suite.theta0().values())).dtype == torch.float64 else torch.float32
+
+
 def step(suite, net: nn.Module, ray: torch.Tensor, batches: list, scalarizer: str, *, mu: float = 0.1,
          eps: float = 1e-4, restricted: bool = False) -> tuple[torch.Tensor, dict]:
     """One step's gradients into the net's parameters (.grad set, no optimizer step): merge once at
@@ -95,7 +102,7 @@ def train(suite, net: nn.Module, *, scalarizer: str, steps: int, lr: float, batc
     bar = progress(range(first, steps), desc, total=steps - first)
     with suite.frozen(), interruptible() as stop:
         for k in bar:
-            ray = torch.as_tensor(rng.dirichlet([dirichlet_alpha] * T), dtype=torch.float32, device=suite.device)
+            ray = torch.as_tensor(rng.dirichlet([dirichlet_alpha] * T), dtype=pref_dtype(suite), device=suite.device)
             batches = [suite.train_batch(t, batch_size, gen) for t in suite.tasks]
             opt.zero_grad(set_to_none=True)
             losses, info = step(suite, net, ray, batches, scalarizer, mu=mu, eps=eps, restricted=restricted)
@@ -184,7 +191,7 @@ class Conditioned(Method):
         metrics, extras = [], []
         with torch.no_grad():
             for ray in rays:
-                r = torch.as_tensor(ray, dtype=torch.float32, device=suite.device)
+                r = torch.as_tensor(ray, dtype=pref_dtype(suite), device=suite.device)
                 key = (type(self).__name__, tag, tuple(np.round(ray, 12)))
                 metrics.append(evaluator.evaluate(lambda r=r: net(r), "test", key=key))
                 extras.append({"ray": [float(x) for x in ray], **self.describe(net, r)})
@@ -207,7 +214,7 @@ class Conditioned(Method):
         if not path.is_file():
             raise BenchError(f"run {str(run_dir)!r} has no {cls.state_file}; re-run the method to save its state")
         state, method, net = load_net(path, cls, suite)
-        r = torch.as_tensor(np.asarray(ray, dtype=np.float32), device=suite.device)
+        r = torch.as_tensor(np.asarray(ray, dtype=np.float64), dtype=pref_dtype(suite), device=suite.device)
         with torch.no_grad():                  # the description too: no autograd graph, no warning
             params = net(r)
             facts = {"scalarizer": method.scalarizer, "init_lambda": method.init_lambda, **method.describe(net, r)}
