@@ -348,25 +348,10 @@ def test_check_stub_baseline_is_filled_by_update(tmp_path, capsys):
     assert "unknown baseline 'nope'" in capsys.readouterr().err
 
 
-def test_check_into_keeps_records_per_seed(tmp_path, capsys, monkeypatch):
-    import subprocess
-
-    import bench.runtime.check
-
-    calls = []
-
-    def in_process(cmd):      # the command line `bench check into=` spawns, run here to save ~4 s of imports
-        calls.append(cmd)
-        assert cmd[1:4] == ["-m", "bench", "run"]
-        err = io.StringIO()
-        with contextlib.redirect_stdout(io.StringIO()) as o, contextlib.redirect_stderr(err):
-            rc = main(cmd[3:])
-        return subprocess.CompletedProcess(cmd, rc, o.getvalue(), err.getvalue())
-
-    monkeypatch.setattr(bench.runtime.check, "spawn", in_process)
+def test_check_into_keeps_records_per_seed(tmp_path, capsys):
     shutil.copy(ROOT / "results" / "baselines" / "ta_grid-toy-quadratic-2t-shared.json", tmp_path / "b.json")
     assert cmd_check([f"baselines={tmp_path}", f"into={tmp_path / 'runs'}", "seeds=[3]"]) == 0   # one process per run
     (rec,) = load_records(tmp_path / "runs")
     assert rec.run_id == "b-s3" and rec.seed == 3 and rec.config["method"]["mode"] == "shared"
+    assert rec.config["seed"] == 3 and rec.config["device"] == "cpu"          # the baseline's seed=0 replaced
     assert capsys.readouterr().out.strip().endswith("b-s3/record.json")
-    assert len(calls) == 1 and "seed=3" in calls[0] and "seed=0" not in calls[0] and "device=cpu" in calls[0]

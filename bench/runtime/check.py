@@ -35,7 +35,6 @@ import datetime as _dt
 import io
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -234,10 +233,6 @@ def dump_baseline(b: dict) -> str:
 
 
 # ---- the command -----------------------------------------------------------------------------
-def spawn(cmd: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=os.getcwd())
-
-
 def run_into(baselines: dict[str, dict], into: str, seeds: list[int] | None) -> int:
     """Run every baseline config (× seeds) into the results root `into`, one process each so that
     wall time and peak memory are each run's own; the records are kept (no comparison)."""
@@ -252,7 +247,7 @@ def run_into(baselines: dict[str, dict], into: str, seeds: list[int] | None) -> 
             cmd = [sys.executable, "-m", "bench", "run", *base, f"seed={seed}", f"out={into}", f"run_id={name}-s{seed}"]
             if not any(o.startswith("device=") for o in base):
                 cmd.append("device=cpu")
-            p = spawn(cmd)
+            p = subprocess.run(cmd, capture_output=True, text=True)
             if p.returncode != 0:
                 sys.stderr.write(p.stderr)
                 return p.returncode
