@@ -236,12 +236,14 @@ def test_bench_check_published_through_the_cli(capsys):
 def test_pwe_moe_presets_follow_the_authors_scripts_and_fusionbench():
     from bench.core.rays import ray_grid
 
-    authors = compose(["method=pwe_moe_authors", "tasks=toy-quadratic"]).method
-    assert (authors.name, authors.lr, authors.steps, authors.dirichlet_alpha, authors.init_lambda, authors.upscale,
+    spec = compose(["method=pwe_moe_authors", "tasks=toy-quadratic"])
+    authors = spec.method
+    assert (spec.method_name, authors.lr, authors.steps, authors.dirichlet_alpha, authors.init_lambda, authors.upscale,
             authors.batch_size) == ("pwe_moe_ls", 0.01, 4000, 1.0, 0.3, "mlp", None)
     assert len(ray_grid(2, authors.partitions, authors.max_rays)) == 11
-    fb = compose(["method=pwe_moe_fusionbench", "tasks=toy-quadratic", "method.init_lambda=0.6"]).method
-    assert (fb.name, fb.lr, fb.steps, fb.upscale, fb.batch_size, fb.init_lambda) == \
+    spec = compose(["method=pwe_moe_fusionbench", "tasks=toy-quadratic", "method.init_lambda=0.6"])
+    fb = spec.method
+    assert (spec.method_name, fb.lr, fb.steps, fb.upscale, fb.batch_size, fb.init_lambda) == \
         ("pwe_moe_ls", 1e-5, 8000, "mlp+attn", 16, 0.6)
     assert np.array_equal(ray_grid(8, fb.partitions, fb.max_rays), np.eye(8)[::-1])   # the one-hot preferences only
     assert math.isclose(compose(["method=pwe_moe_authors", "tasks=toy-quadratic", "method.lr=0.5"]).method.lr, 0.5)
