@@ -297,6 +297,21 @@ def test_export_without_a_run_says_which_run_to_do(out, tmp_path, capsys):
                      r"tasks=toy-quadratic method.upscale=all out=", err), err
 
 
+@pytest.mark.parametrize("method,extra", [("phn", []), ("pareto_merging", ["method.targets=all"])])
+def test_export_of_conditioned_methods_warns_nothing(out, tmp_path, capsys, method, extra):
+    """The export's description (mean λ, the correction's size) is computed without autograd: no torch warning."""
+    import warnings
+
+    args = [f"method={method}", "tasks=toy-quadratic", "method.steps=5", *extra]
+    assert cli(["run", *args, f"out={out}"]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli(["export", *args, "preference=[0.3,0.7]", f"runs={out}", f"out={tmp_path / 'exp'}"]) == 0
+    assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]
+    info = json.loads((tmp_path / "exp" / "export.json").read_text())
+    assert info["preference"] == [0.3, 0.7] and ("mean_lambda" in info or "relative_correction" in info)
+
+
 # ---- the offline suites, end to end through the CLI --------------------------------------------
 # digits and dots: the pair whose task vectors conflict most (shared/notes/tiny-clip-prototype.md)
 CLIP_TASKS = "tasks.names=[digits,dots]"
