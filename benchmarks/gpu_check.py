@@ -189,35 +189,24 @@ def speed_targets() -> tuple:
 
 
 # ---- part 2: the matrix -----------------------------------------------------------------------------
-@contextlib.contextmanager
-def shared_suites(builds: dict[str, float]):
-    """Runs with the same suite and options share one built suite (the last one only: memory); build
-    times go to `builds`. The harness builds a suite per run (RunSpec.build_suite); where that hook is
-    gone, every run builds its own (slower, same records)."""
-    try:
-        from bench.runtime.config import RunSpec
-    except ImportError:
-        yield
-        return
-    original, cache = RunSpec.build_suite, {}
+class SharedSuite:
+    """Runs with the same suite and options share one built suite (the last one only: memory), handed to
+    `bench.runtime.run.run`; build times go to `builds`."""
 
-    def build(spec):
+    def __init__(self, builds: dict[str, float]):
+        self.builds, self.key, self.suite = builds, None, None
+
+    def get(self, spec):
         key = json.dumps([spec.suite_name, spec.suite_kwargs], sort_keys=True, default=str)
-        if key not in cache:
-            cache.clear()
-            gc.collect()
-            _empty_device_cache()
+        if key != self.key:
+            self.release()
             t0 = time.perf_counter()
-            cache[key] = original(spec)
-            builds[f"{spec.suite_name} T={len(cache[key].tasks)}"] = time.perf_counter() - t0
-        return cache[key]
+            self.key, self.suite = key, spec.build_suite()
+            self.builds[f"{spec.suite_name} T={len(self.suite.tasks)}"] = time.perf_counter() - t0
+        return self.suite
 
-    RunSpec.build_suite = build
-    try:
-        yield
-    finally:
-        RunSpec.build_suite = original
-        cache.clear()
+    def release(self) -> None:
+        self.key = self.suite = None
         gc.collect()
         _empty_device_cache()
 
@@ -257,13 +246,16 @@ def planned_runs(size: str, device: str, runs_root: Path) -> list[tuple[dict, li
 
 
 def run_matrix(size: str, device: str, runs_root: Path, deadline: float | None, log) -> tuple[list[dict], dict]:
-    """Every planned run: one `bench run` each (in this process), its record read back."""
-    from bench.cli import main
+    """Every planned run: one `bench run` each (in this process, sharing the suite it builds), its record read back."""
+    from bench.core.registry import BenchError
+    from bench.runtime.config import compose
+    from bench.runtime.run import run
 
     jobs, rows, builds = planned_runs(size, device, runs_root), [], {}
+    shared = SharedSuite(builds)
     runs_root.mkdir(parents=True, exist_ok=True)
     log_path = runs_root / "runs.log"
-    with shared_suites(builds), open(log_path, "a") as out:
+    with open(log_path, "a") as out:
         for i, (row, argv) in enumerate(jobs, 1):
             what = f"[{i}/{len(jobs)}] {row['suite']} T={row['T']} {row['method']}"
             if deadline is not None and time.time() > deadline:
@@ -275,7 +267,11 @@ def run_matrix(size: str, device: str, runs_root: Path, deadline: float | None, 
             out.flush()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
                 try:
-                    rc = main(argv)
+                    spec = compose(argv[1:])
+                    run(spec, suite=shared.get(spec))
+                    rc = 0
+                except BenchError as e:
+                    rc, row["error"] = 2, f"error: {e}"
                 except Exception as e:  # noqa: BLE001  (reported; the other runs go on)
                     rc, row["error"] = 1, f"{type(e).__name__}: {e}"
             record = (Path(argv[-2].removeprefix("out=")) / row["suite"] / row["method"]
@@ -290,6 +286,7 @@ def run_matrix(size: str, device: str, runs_root: Path, deadline: float | None, 
             r = rows[-1]
             log(f"{what}: wall {r['wall_s']:.2f} s, peak {r['peak_mem_mb']:.0f} MiB, {r['evaluations']} evaluations, "
                 f"{r['train_steps']} steps, {r['examples_per_s']:.0f} examples/s")
+    shared.release()
     return rows, builds
 
 

@@ -23,7 +23,7 @@ from bench.cli import main
 from bench.core.registry import SUITES, BenchError
 from bench.tasks import clip, gpt2_glue
 from bench.tasks.pool import PoolSuite, load_spec
-from tests.test_published import bpe_tokenizer_parts, image_dataset, perturbed
+from tests.test_published import bpe_tokenizer_parts, gpt2_tokenizer, image_dataset, perturbed
 
 pytest.importorskip("peft", reason="the tests make their LoRA adapters with peft: pip install -e '.[test]'")
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,19 +79,13 @@ def gpt2_pool(tmp_path_factory):
     """GPT-2 (Conv1D): base LM checkpoint + tokenizer; cola a full fine-tune (save_to_disk, GLUE-like splits),
     rte a LoRA adapter (parquet, sentence pairs), topic an rsLoRA adapter (csv, string labels, own val split)."""
     import datasets
-    from open_clip.tokenizer import bytes_to_unicode
     from peft import TaskType
-    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, GPT2Tokenizer
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
     root = tmp_path_factory.mktemp("gpt2")
-    vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
-    merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("a", "t")]
-    for x, y in merges:
-        vocab[x + y] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    tok = GPT2Tokenizer(vocab=vocab, merges=merges)
+    tok = gpt2_tokenizer([("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("a", "t")])
     eos = tok.eos_token_id
-    cfg = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=16, n_layer=1, n_head=2, bos_token_id=eos,
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=16, n_layer=1, n_head=2, bos_token_id=eos,
                      eos_token_id=eos)
     torch.manual_seed(SEED)
     g = torch.Generator().manual_seed(SEED)
@@ -106,7 +100,7 @@ def gpt2_pool(tmp_path_factory):
     ft = classifier(2)
     perturbed(ft.transformer, 0.05, g)
     ft.save_pretrained(root / "ft_cola")
-    ft.resize_token_embeddings(len(vocab) + 2)              # a vocabulary resized for new tokens
+    ft.resize_token_embeddings(len(tok) + 2)              # a vocabulary resized for new tokens
     ft.save_pretrained(root / "ft_resized")
     save_adapter(lora(classifier(2), ["c_attn", "c_proj", "wte"], g, task_type=TaskType.SEQ_CLS),
                  root / "lora_rte", root / "merged_rte")

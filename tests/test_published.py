@@ -58,6 +58,18 @@ def bpe_tokenizer_parts(n_merges: int = 300):
     return {t: i for i, t in enumerate(vocab)}, merges
 
 
+def gpt2_tokenizer(merges: list[tuple[str, str]]):
+    """A byte-level GPT-2 tokenizer: the 256 byte symbols, `merges`, and <|endoftext|> last (its eos)."""
+    from open_clip.tokenizer import bytes_to_unicode
+    from transformers import GPT2Tokenizer
+
+    vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
+    for x, y in merges:
+        vocab[x + y] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return GPT2Tokenizer(vocab=vocab, merges=merges)
+
+
 def perturbed(module: torch.nn.Module, scale: float, g: torch.Generator) -> None:
     with torch.no_grad():
         for p in module.parameters():
@@ -469,18 +481,12 @@ def glue_dataset(cols: list[str], n_classes: int, g, test_split: str = "validati
 
 @pytest.fixture(scope="module")
 def gpt2_assets(tmp_path_factory):
-    from open_clip.tokenizer import bytes_to_unicode
-    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel, GPT2Tokenizer
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
     root = tmp_path_factory.mktemp("gpt2")
-    vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
-    merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("a", "t"), ("Ġc", "at")][:3]
-    for x, y in merges:
-        vocab[x + y] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    tok = GPT2Tokenizer(vocab=vocab, merges=merges)
+    tok = gpt2_tokenizer([("Ġ", "t"), ("h", "e"), ("Ġt", "he")])
     eos = tok.eos_token_id
-    cfg = GPT2Config(vocab_size=len(vocab), n_positions=1024, n_embd=32, n_layer=2, n_head=2, bos_token_id=eos,
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=32, n_layer=2, n_head=2, bos_token_id=eos,
                      eos_token_id=eos)
     torch.manual_seed(SEED)
     pre = GPT2LMHeadModel(cfg).eval()                     # the hub's `gpt2` is an LM-head checkpoint

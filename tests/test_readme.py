@@ -322,13 +322,12 @@ def write_fakes(hub: str, fakes: str) -> None:
     fine-tunes and datasets; GPT-2, its seven GLUE fine-tunes and GLUE), and PATHS' local folders."""
     import numpy as np
     import torch
-    from open_clip.tokenizer import bytes_to_unicode
     from transformers import (CLIPConfig, CLIPModel, CLIPTokenizer, CLIPVisionModel, GPT2Config,
-                              GPT2ForSequenceClassification, GPT2LMHeadModel, GPT2Tokenizer)
+                              GPT2ForSequenceClassification, GPT2LMHeadModel)
 
     from bench.tasks import clip, gpt2_glue
     from bench.tasks.hub import split_config
-    from tests.test_published import bpe_tokenizer_parts, glue_dataset, image_dataset, perturbed
+    from tests.test_published import bpe_tokenizer_parts, glue_dataset, gpt2_tokenizer, image_dataset, perturbed
 
     hub, fakes = Path(hub), Path(fakes)
     torch.manual_seed(0)
@@ -361,13 +360,9 @@ def write_fakes(hub: str, fakes: str) -> None:
         for split, ds in dd.items():
             ds.to_parquet(str(folder / f"{split}-00000-of-00001.parquet"))
     # GPT-2: an LM checkpoint with a byte-level tokenizer, a GPT2ForSequenceClassification per task, GLUE
-    vocab = {c: i for i, c in enumerate(bytes_to_unicode().values())}
-    merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he")]
-    for x, y in merges:
-        vocab[x + y] = len(vocab)
-    vocab["<|endoftext|>"] = eos = len(vocab)
-    tok = GPT2Tokenizer(vocab=vocab, merges=merges)
-    cfg = GPT2Config(vocab_size=len(vocab), n_positions=1024, n_embd=32, n_layer=2, n_head=2, bos_token_id=eos,
+    tok = gpt2_tokenizer([("Ġ", "t"), ("h", "e"), ("Ġt", "he")])
+    eos = tok.eos_token_id
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=32, n_layer=2, n_head=2, bos_token_id=eos,
                      eos_token_id=eos)
     lm = GPT2LMHeadModel(cfg).eval()
     pre = hub_folder(hub, "model", "gpt2")

@@ -207,11 +207,6 @@ def plugins_used(entries: Iterable[Entry]) -> list[dict[str, str]]:
     return [{"name": s.name, "version": s.version, "kind": s.kind} for s in sorted(seen.values(), key=lambda s: s.name)]
 
 
-def loaded_plugins() -> list[str]:
-    """The plugins= modules imported in this process (what a child process must import too)."""
-    return list(_PLUGINS)
-
-
 def _entry_points(group: str) -> list:
     """Every distribution's entry points in `group`. Not `importlib.metadata.entry_points(group=)`: it keeps
     one entry point per name, so a second plugin claiming a name would silently lose instead of being named."""

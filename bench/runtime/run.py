@@ -28,8 +28,9 @@ from bench.runtime.rundir import JOURNAL, Checkpoints, Journal, claim, find_resu
 from bench.core.registry import INDICATORS, METHODS, SUITES, BenchError, plugins_used
 
 
-def run(spec: RunSpec) -> Path:
-    """Run one method on one suite and write its record; returns the path of record.json."""
+def run(spec: RunSpec, suite=None) -> Path:
+    """Run one method on one suite and write its record; returns the path of record.json. `suite`: the spec's
+    suite already built (a benchmark running many methods on one suite builds it once); else built here."""
     s, config, method = spec.settings, spec.config, spec.method
     check_writable(s.out)
     directory = (find_resumable(s.out, spec.suite_name, spec.method_name, config, s.resume) if s.resume else
@@ -38,7 +39,7 @@ def run(spec: RunSpec) -> Path:
         device = resolve_device(s.device)
         deterministic = device.type == "cpu" if s.deterministic is None else s.deterministic
         seed_everything(s.seed, deterministic)
-        suite = spec.build_suite().to(device)
+        suite = (suite if suite is not None else spec.build_suite()).to(device)
         evaluator = Evaluator(suite, device, batch_size=s.eval_batch_size, compile=s.compile,
                               journal=Journal(directory / JOURNAL))
         checkpoints = Checkpoints(directory, s.checkpoint_every)
