@@ -78,7 +78,9 @@ def test_submitit_sweep_survives_preemption_and_requeue(tmp_path, capsys):
     shows both; launching the sweep again skips the finished jobs."""
     plugin("submitit")
     out = tmp_path / "runs"
-    sweep = ["method=ls", *TOY, "method.steps=500", "method.partitions=2", "seed=0,1", "checkpoint_every=10",
+    # 5000 steps a ray (~2.5 s a job here): the pre-emption must land while both jobs still train (at 500 a job
+    # took 0.26 s, and a job could finish between its first checkpoint and the signal)
+    sweep = ["method=ls", *TOY, "method.steps=5000", "method.partitions=2", "seed=0,1", "checkpoint_every=10",
              "resume=true", f"out={out}"]
     p = subprocess.Popen([sys.executable, "-m", "bench", "run", "-m", "hydra/launcher=submitit_local", *sweep],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -98,7 +100,7 @@ def test_submitit_sweep_survives_preemption_and_requeue(tmp_path, capsys):
     for path in iter_record_paths(out):
         rec = json.loads(path.read_text())
         assert rec["cost"]["resumed_from"] == rec["run_id"] == path.parent.name
-        assert main(["run", "method=ls", *TOY, "method.steps=500", "method.partitions=2", f"seed={rec['seed']}",
+        assert main(["run", "method=ls", *TOY, "method.steps=5000", "method.partitions=2", f"seed={rec['seed']}",
                      f"out={tmp_path / 'plain'}"]) == 0
         assert comparable(path) == comparable(Path(capsys.readouterr().out.strip().splitlines()[-1]))
     rows = table(out, capsys)
