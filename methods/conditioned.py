@@ -17,7 +17,8 @@ the rest, the same way for all of them:
 2. Evaluate: for each ray of `bench.core.rays.ray_grid` (11 rays for 2 tasks, 66 for 3, capped by
    `max_rays` for many tasks), θ(r) is a plain dense parameter dict, scored on test by the Evaluator.
 3. Keep: the net's state is saved with the run (`state_file`), which `bench export` reads back
-   (`export_params`) to write the merged model at any preference; it never retrains.
+   (`export_params`) to write the merged model at any preference; it never retrains
+   (`bench.runtime.export.rebuild(state_file, preference)` gives those parameters in one call).
 """
 from __future__ import annotations
 
@@ -166,8 +167,13 @@ class Conditioned(Method):
         raise NotImplementedError
 
     def describe(self, net: nn.Module, ray: torch.Tensor) -> dict[str, Any]:
-        """Facts of one evaluated preference for the record (e.g. routing weights)."""
+        """Facts of one evaluated preference for the record (e.g. routing weights): kept small, one per ray."""
         return {}
+
+    def export_facts(self, net: nn.Module, ray: torch.Tensor) -> dict[str, Any]:
+        """Facts of the exported preference for export.json: `describe`'s and what determines the exported
+        weights given θ0 and the task vectors (e.g. every routed block's weights), where that fits in JSON."""
+        return self.describe(net, ray)
 
     def structure(self, net: nn.Module) -> Any:
         """What must match for a saved net to fit a suite again (e.g. the upscaled modules)."""
@@ -217,7 +223,8 @@ class Conditioned(Method):
         r = torch.as_tensor(np.asarray(ray, dtype=np.float64), dtype=pref_dtype(suite), device=suite.device)
         with torch.no_grad():                  # the description too: no autograd graph, no warning
             params = net(r)
-            facts = {"scalarizer": method.scalarizer, "init_lambda": method.init_lambda, **method.describe(net, r)}
+            facts = {"scalarizer": method.scalarizer, "init_lambda": method.init_lambda,
+                     **method.export_facts(net, r)}
         return params, facts
 
 

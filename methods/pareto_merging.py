@@ -119,3 +119,11 @@ class ParetoMerging(Conditioned):
         num = sum(float((net(ray)[n] - net.base[n]).norm() ** 2) for n in net.names)
         den = sum(float(net.base[n].norm() ** 2) for n in net.names)
         return {"relative_correction": round((num / max(den, 1e-30)) ** 0.5, 8)}
+
+    def export_facts(self, net: LowRankMerge, ray: torch.Tensor) -> dict:
+        """`describe`'s and the structure; the factors A, B, G live in the saved net (`rebuild` reapplies them)."""
+        return {**self.describe(net, ray), "targets": self.targets, "rank": self.rank,
+                "corrected": list(net.names),
+                "merged": "W(r) = W_base + A_W (sum_t r_t G_{W,t}) B_W^T for every corrected matrix, W_base = theta0 + "
+                          "init_lambda * sum_i tau_i (also every other parameter); A, B, G are in the run's saved net: "
+                          "see rebuild"}

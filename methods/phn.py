@@ -81,3 +81,10 @@ class PHN(Conditioned):
     def describe(self, net: HyperMerge, ray: torch.Tensor) -> dict:
         """λ averaged over the tensors, per task (the full [L, T] table is in the saved net)."""
         return {"mean_lambda": [round(float(x), 6) for x in net.coefficients(ray).mean(0)]}
+
+    def export_facts(self, net: HyperMerge, ray: torch.Tensor) -> dict:
+        """The whole λ table at the preference: with θ0 and the task vectors, the exported weights."""
+        lam = net.coefficients(ray).double().cpu()
+        return {**self.describe(net, ray),
+                "lambda": {n: [float(x) for x in lam[i]] for i, n in enumerate(net.plan.modules)},
+                "merged": "theta_l = theta0_l + sum_i lambda[l][i] * tau_{l,i} for every parameter tensor l"}

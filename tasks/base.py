@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from bench.api import BenchError, Params, unknown_choice
 
 SPLITS = ("train", "val", "test")
+EVAL_SPLITS = ("val", "test")
 MODALITIES = ("analytic", "image", "text")
 Batch = dict[str, torch.Tensor]
 
@@ -38,6 +39,8 @@ class Suite:
     train_batch_size: ClassVar[int] = 1    # examples per task per training step, the papers' default
     leaderboard_scale: ClassVar[float | None] = None   # × training steps on a leaderboard (None: the spec's scale)
     random_weights: bool = False        # benchmark-only suites never enter a leaderboard
+    eval_size: int | None = None        # val/test examples per task: a stratified, seeded subset (None: all)
+    eval_seed: int = 0                  # seeds that subset
     tasks: list[str]
     _theta0: Params
     _task_vectors: Params
@@ -145,7 +148,11 @@ class Suite:
         return f"{self.name}@{self.version}:{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
     def describe(self) -> str:
-        return f"{self.name} v{self.version}: {', '.join(self.tasks)}"
+        return f"{self.name} v{self.version}: {', '.join(self.tasks)}{self.subset_note()}"
+
+    def subset_note(self) -> str:
+        """What `describe` adds where val/test are cut to an evaluation subset."""
+        return "" if self.eval_size is None else f" [eval subset ≤ {self.eval_size}/task]"
 
 
 def device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
@@ -155,6 +162,39 @@ def device_generator(generator: torch.Generator, device: torch.device) -> torch.
     if device.type == "cpu":
         return generator
     return torch.Generator(device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of `n` of the examples with `labels`, each class in proportion to its share of the
+    split: ⌊n·share⌋ per class, the remaining examples to the largest remainders (equal remainders in a
+    seeded order), the examples within a class drawn without replacement (numpy PCG64 from `seed`: the
+    same on every machine). `n` ≥ the split's size: every index.
+
+        >>> stratified_subset(np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), 5, seed=0).size
+        5
+    """
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * n / len(labels)
+    take = np.floor(quota).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(classes)), -(quota - take)))     # largest remainder first
+    take[order[:n - int(take.sum())]] += 1
+    picked = [rng.choice(np.flatnonzero(labels == c), k, replace=False) for c, k in zip(classes, take) if k]
+    return np.sort(np.concatenate(picked))
+
+
+def check_eval_size(eval_size: int | None, random_weights: bool = False) -> None:
+    """The one check of `tasks.eval_size` (every suite with real data takes it)."""
+    if eval_size is None:
+        return
+    if random_weights:
+        raise BenchError(f"tasks.eval_size={eval_size} applies to real data; with tasks.weights=random "
+                         f"use tasks.synthetic_size")
+    if eval_size < 1:
+        raise BenchError(f"tasks.eval_size={eval_size} must be ≥ 1 (or null for the whole val and test splits)")
 
 
 def select_tasks(names: Sequence[str] | None, available: Sequence[str], suite: str) -> list[str]:
@@ -186,6 +226,7 @@ class ModelSuite(Suite):
     backbone: torch.nn.Module
     heads: torch.nn.ModuleDict
     tokenizer: Any = None               # text suites: saved beside an exported model
+    streams_train: ClassVar[bool] = False   # train examples prepared as they are drawn (`_train_examples`)
     _data: dict[str, dict[str, Batch]]
 
     def features(self, params: Params, batch: Batch) -> torch.Tensor:
@@ -215,11 +256,73 @@ class ModelSuite(Suite):
     def _split_data(self, task: str, split: str) -> Batch:
         raise KeyError(f"{self.name} has no {split} data for task {task!r}")
 
+    # ---- evaluation subsets (tasks.eval_size) ------------------------------------------------------
+    def eval_rows(self, task: str, split: str, labels: np.ndarray) -> np.ndarray | None:
+        """Positions (into a split whose labels are `labels`) of the stratified evaluation subset of
+        `split`, or None for the whole split (train, no eval_size, or a split no larger than it)."""
+        if self.eval_size is None or split not in EVAL_SPLITS or self.eval_size >= len(labels):
+            return None
+        seed = int(hashlib.sha1(json.dumps([self.eval_seed, task, split]).encode()).hexdigest()[:15], 16)
+        return stratified_subset(labels, self.eval_size, seed)
+
+    def subset_eval_data(self) -> None:
+        """In-memory suites: cut every val/test split to its evaluation subset (kept in stored order)."""
+        check_eval_size(self.eval_size, self.random_weights)
+        for task, splits in self._data.items():
+            for split in EVAL_SPLITS:
+                rows = self.eval_rows(task, split, splits[split]["labels"].numpy())
+                if rows is not None:
+                    idx = torch.from_numpy(rows)
+                    splits[split] = {k: v[idx] for k, v in splits[split].items()}
+
+    def eval_config(self) -> dict[str, Any]:
+        """What a suite's config adds for an evaluation subset (nothing without one: keys stay as they were)."""
+        if self.eval_size is None:
+            return {}
+        return {"eval_size": self.eval_size, "eval_seed": self.eval_seed,
+                "eval_subset": f"stratified by label, ≤ {self.eval_size} examples per task of val and of test"}
+
+    # ---- published data: rows of a dataset (`_sources[task]`: "dd" a DatasetDict, "splits" {split: (name, rows)})
+    def _read_labels(self, task: str, split: str) -> np.ndarray:
+        """Labels of `split`'s rows in order, from the label column alone (nothing else decoded), checked."""
+        raise NotImplementedError
+
+    def split_labels(self, task: str, split: str) -> np.ndarray:
+        """`_read_labels`, read once per task and split."""
+        cache = self.__dict__.setdefault("_split_labels", {})
+        if (task, split) not in cache:
+            cache[task, split] = self._read_labels(task, split)
+        return cache[task, split]
+
+    def split_rows(self, task: str, split: str) -> tuple[str, np.ndarray | None]:
+        """(dataset split, its rows, None for all) of the suite's `split`, cut to the eval_size subset."""
+        name, idx = self._sources[task]["splits"][split]
+        sub = None if self.eval_size is None else self.eval_rows(task, split, self.split_labels(task, split))
+        if sub is None:
+            return name, idx
+        return name, (np.arange(len(self._sources[task]["dd"][name])) if idx is None else idx)[sub]
+
+    # ---- training batches ---------------------------------------------------------------------
+    def train_size(self, task: str) -> int:
+        """Examples in the train split of `task` (streamed suites: from its labels, preparing nothing)."""
+        if self.streams_train:
+            return len(self.split_labels(task, "train"))
+        return len(self.eval_data(task, "train")["labels"])
+
+    def _train_examples(self, task: str, positions: np.ndarray) -> Batch:
+        """Streamed suites: the stored form (as `eval_data` would hold it) of train examples `positions`."""
+        raise NotImplementedError
+
     def train_batch(self, task: str, batch_size: int, generator: torch.Generator) -> Batch:
-        """Indices drawn on the host (the same stream on every device), gathered where the split
-        lives: on the GPU when it fits there (bench.core.evaluator.DEVICE_DATA), so no batch is copied."""
+        """Indices drawn on the host (the same stream on every device). Streamed suites (published data)
+        prepare just those examples (`_train_examples`): no train split is ever preprocessed whole. The
+        others gather from the split where it lives: on the GPU when it fits there
+        (bench.core.evaluator.DEVICE_DATA), so no batch is copied."""
         from bench.core.evaluator import DEVICE_DATA
 
+        if self.streams_train:
+            idx = torch.randint(self.train_size(task), (batch_size,), generator=generator)
+            return self.prepare(self._train_examples(task, idx.numpy()), self.device)
         data = DEVICE_DATA.get(self, task, "train", self.device)
         n = len(data["labels"])
         idx = torch.randint(n, (batch_size,), generator=generator)
@@ -250,6 +353,9 @@ class ModelSuite(Suite):
                 self.tokenizer.save_pretrained(directory)
         save_file({f"{t}.{k}": v.detach().cpu().contiguous() for t, head in self.heads.items()
                    for k, v in head.state_dict().items()}, str(Path(directory) / "heads.safetensors"))
+        from bench.tasks.exporting import transformers4_compatible
+
+        transformers4_compatible(type(model).__name__, directory)     # files transformers 4 reads too
         return {"backbone_class": type(model).__name__}
 
     def to(self, device):

@@ -20,8 +20,12 @@ architecture's hub name (base-patch32, base-patch16, large-patch14), `{arch}` fo
   of the normalised text embeddings of its prompts (class names and templates of the task-arithmetic
   release, tasks/clip_zeroshot.json), times the logit scale; image features are normalised first.
   Computed once per (pre-trained model, task) and cached (tasks/cache.py).
-- Images: CLIP preprocessing (bicubic resize of the short side, centre crop) done once per split and
-  cached as uint8 at model resolution; `prepare` normalises on the device.
+- Images: CLIP preprocessing (bicubic resize of the short side, centre crop). Val and test are
+  preprocessed once and cached as uint8 at model resolution; train images are preprocessed as a batch
+  draws them (`preprocess_workers` threads) and never stored, so a run writes no train data. `prepare`
+  normalises on the device.
+- `eval_size=N`: val and test cut to a stratified, seeded subset of at most N examples per task
+  (`eval_seed`); only the subset is preprocessed; part of the suite key, marked in tables.
 - Labels: the dataset's label ids, read as indices into the shipped class names, as FusionBench and
   the task-arithmetic release do (so numbers compare with the papers'). Where the dataset's ClassLabel
   names are the shipped ones in another order, a one-line warning on stderr names the task and the
@@ -41,6 +45,7 @@ architecture's hub name (base-patch32, base-patch16, large-patch14), `{arch}` fo
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -55,7 +60,7 @@ from tqdm.auto import tqdm
 
 from bench.api import BenchError, Params, unknown_choice
 from bench.tasks import hub
-from bench.tasks.base import ModelSuite, device_generator, select_tasks
+from bench.tasks.base import ModelSuite, check_eval_size, device_generator, select_tasks
 from bench.tasks.cache import cache_root, cached_build
 from bench.tasks.clip_backends import ARCHS, Loaded, Preprocess, load_hf, load_open_clip, load_random
 
@@ -131,22 +136,31 @@ class ZeroShotHead(torch.nn.Module):
         return F.linear(F.normalize(x, dim=-1), self.weight.to(x.dtype))
 
 
+@functools.lru_cache(maxsize=None)
+def _threads(workers: int) -> ThreadPoolExecutor:
+    """One pool of image threads per size for the process (PIL decodes and resizes outside the GIL)."""
+    return ThreadPoolExecutor(max(1, min(workers, os.cpu_count() or 1)), thread_name_prefix="clip-image")
+
+
+def clip_images(images, pre: Preprocess, workers: int) -> np.ndarray:
+    """`clip_image` of every image, on `workers` threads: uint8 [n, 3, crop, crop]."""
+    return np.stack(list(_threads(workers).map(lambda img: clip_image(img, pre), images)))
+
+
 def write_images(tmp: Path, ds, rows: np.ndarray, image_col: str, label_col: str | None, pre: Preprocess,
                  workers: int, desc: str) -> np.ndarray | None:
-    """Preprocess rows `rows` of dataset split `ds` (`clip_image`, on `workers` threads) into
-    tmp/pixel_values.npy (uint8 [n, 3, crop, crop], written in chunks); returns their labels (int64;
-    None without `label_col`)."""
+    """Preprocess rows `rows` of dataset split `ds` (`clip_images`) into tmp/pixel_values.npy (uint8
+    [n, 3, crop, crop], written in chunks); returns their labels (int64; None without `label_col`)."""
     n, s = len(rows), pre.crop
     pixels = np.lib.format.open_memmap(tmp / "pixel_values.npy", mode="w+", dtype=np.uint8, shape=(n, 3, s, s))
     labels = np.empty(n, dtype=np.int64)
     chunk = 256
-    with ThreadPoolExecutor(max(1, min(workers, os.cpu_count() or 1))) as pool, \
-            tqdm(total=n, desc=desc, unit="img", leave=False, disable=n < 2048) as bar:
+    with tqdm(total=n, desc=desc, unit="img", leave=False, disable=n < 2048) as bar:
         for start in range(0, n, chunk):
-            part = ds[[int(i) for i in rows[start:start + chunk]]]
+            part = hub.rows_of(ds, rows[start:start + chunk])
             stop = start + len(part[image_col])
-            images = pool.map(lambda img: clip_image(img, pre), part[image_col])
-            pixels[start:stop] = np.stack(list(images))
+            if stop > start:
+                pixels[start:stop] = clip_images(part[image_col], pre, workers)
             if label_col is not None:
                 labels[start:stop] = part[label_col]
             bar.update(stop - start)
@@ -165,6 +179,7 @@ class CLIPSuite(ModelSuite):
     objective = "accuracy"
     modality = "image"
     train_batch_size = 16          # images per task per step (the PWE-MoE authors')
+    streams_train = True           # train images preprocessed as drawn, never the whole split
 
     def __init__(self,
                  arch: Literal["ViT-B-32", "ViT-B-16", "ViT-L-14"] = "ViT-B-32",  # set by the suite's name
@@ -179,8 +194,10 @@ class CLIPSuite(ModelSuite):
                  open_clip_finetuned: str | None = None,  # open_clip: state dict path with {task} or {Task} (Cars, ...)
                  synthetic_size: int | None = None,  # weights=random: examples per split (null: published sizes)
                  seed: int = 0,  # weights=random: draws weights, task vectors, heads and data
-                 preprocess_workers: int = 8,  # threads for the one-time image preprocessing
-                 remap_labels: bool = False):  # map labels by class name where the dataset orders them otherwise
+                 preprocess_workers: int = 8,  # threads preprocessing images (val/test once; train batches as drawn)
+                 remap_labels: bool = False,  # map labels by class name where the dataset orders them otherwise
+                 eval_size: int | None = None,  # val/test examples per task: a stratified seeded subset (null: all)
+                 eval_seed: int = 0):  # seeds the eval_size subset
         if arch not in ARCHS:
             raise BenchError(unknown_choice("value for tasks.arch:", arch, list(ARCHS)))
         self.name = SUITE_NAMES[arch]
@@ -194,6 +211,8 @@ class CLIPSuite(ModelSuite):
         self.tasks = select_tasks(list(names), known, self.name)
         if synthetic_size is not None and synthetic_size < 1:
             raise BenchError(f"tasks.synthetic_size={synthetic_size} must be ≥ 1 (or null for the published sizes)")
+        check_eval_size(eval_size, self.random_weights)
+        self.eval_size, self.eval_seed = eval_size, eval_seed
         self._data = {t: {} for t in self.tasks}
         self._sources: dict[str, dict] = {}
         # train + test, and a validation split where the dataset has one: nothing else is fetched or read
@@ -294,6 +313,12 @@ class CLIPSuite(ModelSuite):
     def frozen_modules(self) -> list[torch.nn.Module]:
         return [self.backbone, self.projection, self.heads]
 
+    def save_model(self, params: Params, directory: Path) -> dict[str, Any]:
+        """A model that classifies from pixels with transformers alone (bench.tasks.exporting.save_clip)."""
+        from bench.tasks.exporting import save_clip
+
+        return save_clip(self, params, directory, {t: (zeroshot_metadata(t) or {}).get("classnames") for t in self.tasks})
+
     # ---- data -----------------------------------------------------------------------------------
     def _num_classes(self, task: str) -> int:
         return self.heads[task].weight.shape[0]
@@ -302,6 +327,27 @@ class CLIPSuite(ModelSuite):
         """Examples per split: the published sizes (val carved from train) or `synthetic_size`."""
         return hub.split_sizes(self, task, SPLIT_SIZES)
 
+    def _read_labels(self, task: str, split: str) -> np.ndarray:
+        src = self._sources[task]
+        name, idx = src["splits"][split]
+        labels = np.asarray(src["dd"][name][src["label_col"]], dtype=np.int64)
+        labels = labels if idx is None else labels[idx]
+        if labels.size and (labels.min() < 0 or labels.max() >= src["num_classes"]):
+            raise BenchError(f"dataset {self.datasets[task]!r} ({task}) has labels outside 0..{src['num_classes'] - 1}")
+        return labels if src["label_map"] is None else src["label_map"][labels]
+
+    def train_size(self, task: str) -> int:
+        return self.split_sizes(task)["train"] if self.random_weights else super().train_size(task)
+
+    def _train_examples(self, task: str, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        """Train rows `positions` preprocessed now (`clip_images`), as the stored splits hold them."""
+        src = self._sources[task]
+        name, idx = src["splits"]["train"]
+        part = hub.rows_of(src["dd"][name], positions if idx is None else idx[positions])
+        return {"pixel_values": torch.from_numpy(clip_images(part[src["image_col"]], self.preprocess,
+                                                             self.preprocess_workers)),
+                "labels": torch.from_numpy(self.split_labels(task, "train")[positions])}
+
     def _split_data(self, task: str, split: str) -> dict[str, torch.Tensor]:
         if self.random_weights:      # generated where it is used: ~16 GB for 8 tasks at 224 px
             n, s, d = self.split_sizes(task)[split], self.preprocess.crop, self.device
@@ -309,7 +355,7 @@ class CLIPSuite(ModelSuite):
             return {"pixel_values": torch.randint(0, 256, (n, 3, s, s), generator=g, dtype=torch.uint8, device=d),
                     "labels": torch.randint(self._num_classes(task), (n,), generator=g, device=d)}
         src = self._sources[task]
-        name, idx = src["splits"][split]
+        name, idx = self.split_rows(task, split)
         label_map = src["label_map"]
         pre, rows = self.preprocess, None if idx is None else hub.digest(idx.tolist())
         key = hub.digest({"data": src["data_fp"], "split": name, "rows": rows, "resize": pre.resize, "crop": pre.crop,
@@ -345,4 +391,4 @@ class CLIPSuite(ModelSuite):
                    val=f"{hub.VAL_FRACTION} of train, seed {hub.VAL_SEED}, when no validation split")
         if self.remap_labels:
             cfg["remap_labels"] = True
-        return cfg
+        return {**cfg, **self.eval_config()}

@@ -16,6 +16,8 @@ sst2, data `nyu-mll/glue:<task>`. Every id is config (a hub id or a local direct
   does (GPT-2 itself takes 1024), right-padded with the EOS token.
   Stored per split padded to that split's longest sequence and cut per batch to the batch's longest
   (`bench.tasks.models.trim_padding`); evaluation splits are sorted by length so batches carry little padding.
+  Train sentences are tokenised as a batch draws them, never stored. `eval_size=N` cuts val and test
+  to a stratified, seeded subset of at most N examples per task (part of the suite key).
 - Splits: GLUE's test labels are hidden, so the suite's **test** split is GLUE's validation split
   (validation_matched for mnli), the split the published numbers report; **val** is 10 % of GLUE
   train drawn with a fixed seed (tasks/hub.py `carve`); **train** is the rest of GLUE train.
@@ -33,7 +35,7 @@ import torch
 
 from bench.api import BenchError, Params, check_compatible
 from bench.tasks import hub
-from bench.tasks.base import ModelSuite, select_tasks
+from bench.tasks.base import ModelSuite, check_eval_size, select_tasks
 from bench.tasks.cache import cache_root, cached_build
 from bench.tasks.models import backbone_params, gpt2_features, quiet_hf, trim_padding
 
@@ -79,6 +81,7 @@ class GPT2GLUE(ModelSuite):
     objective = "accuracy"
     modality = "text"
     train_batch_size = 8           # sentences per task per step (the PWE-MoE authors')
+    streams_train = True           # train sentences tokenised as drawn, never the whole split
 
     def __init__(self,
                  names: list[str] = TASKS,  # any subset, e.g. [cola,sst2]
@@ -89,7 +92,9 @@ class GPT2GLUE(ModelSuite):
                  max_length: int = 512,  # truncation in tokens, as FusionBench (GPT-2 itself takes 1024)
                  synthetic_size: int | None = None,  # weights=random: examples per split (null: published sizes)
                  synthetic_seq_len: int = 128,  # weights=random: sequence lengths uniform in 8..this
-                 seed: int = 0):  # weights=random: draws weights, task vectors, heads and data
+                 seed: int = 0,  # weights=random: draws weights, task vectors, heads and data
+                 eval_size: int | None = None,  # val/test examples per task: a stratified seeded subset (null: all)
+                 eval_seed: int = 0):  # seeds the eval_size subset
         self.weights, self.pretrained_id, self.finetuned_id = weights, pretrained, finetuned
         self.datasets = {str(k): str(v) for k, v in dict(datasets).items()}
         self.max_length, self.synthetic_size, self.synthetic_seq_len, self.seed = \
@@ -103,6 +108,8 @@ class GPT2GLUE(ModelSuite):
             raise BenchError(f"tasks.synthetic_size={synthetic_size} must be ≥ 1 (or null for the published sizes)")
         if synthetic_seq_len < 8:
             raise BenchError(f"tasks.synthetic_seq_len={synthetic_seq_len} must be ≥ 8")
+        check_eval_size(eval_size, self.random_weights)
+        self.eval_size, self.eval_seed = eval_size, eval_seed
         self.tasks = names
         self._data = {t: {} for t in self.tasks}
         self._sources: dict[str, dict] = {}
@@ -213,6 +220,15 @@ class GPT2GLUE(ModelSuite):
     def features(self, params: Params, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return gpt2_features(self.backbone, params, batch)
 
+    def save_model(self, params: Params, directory: Path) -> dict[str, Any]:
+        """ModelSuite's export (GPT2Model, tokenizer, score heads) and how to classify with it (bench.tasks.exporting)."""
+        from bench.tasks.exporting import gpt2_facts
+
+        return {**super().save_model(params, directory),
+                **gpt2_facts(self, getattr(self, "_max_len", self.max_length),
+                             {t: list(TEXT_COLUMNS.get(t) or self._sources.get(t, {}).get("text") or ())
+                              for t in self.tasks})}
+
     def prepare(self, batch: dict[str, torch.Tensor], device, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         out = {"input_ids": batch["input_ids"].to(device, non_blocking=True).long(),
                "attention_mask": batch["attention_mask"].to(device, non_blocking=True).long(),
@@ -230,13 +246,35 @@ class GPT2GLUE(ModelSuite):
         """Examples per split: the published sizes (val carved from train) or `synthetic_size`."""
         return hub.split_sizes(self, task, SPLIT_SIZES)
 
+    def _read_labels(self, task: str, split: str) -> np.ndarray:
+        src = self._sources[task]
+        name, idx = src["splits"][split]
+        labels = np.asarray(src["dd"][name][src["label_col"]], dtype=np.int64)
+        labels = labels if idx is None else labels[idx]
+        if labels.size and (labels.min() < 0 or labels.max() >= src["num_classes"]):
+            raise BenchError(f"dataset {self.datasets[task]!r} ({task}) split {name!r} has labels outside "
+                             f"0..{src['num_classes'] - 1} (GLUE's test split hides its labels)")
+        return labels
+
+    def train_size(self, task: str) -> int:
+        return self.split_sizes(task)["train"] if self.random_weights else super().train_size(task)
+
+    def _train_examples(self, task: str, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        """Train rows `positions` tokenised now, padded to their longest (`prepare` trims as it trims a stored split)."""
+        src = self._sources[task]
+        name, idx = src["splits"]["train"]
+        part = hub.rows_of(src["dd"][name], positions if idx is None else idx[positions])
+        arrays = tokenize(self.tokenizer, [list(part[c]) for c in src["text"]], self._max_len, src["pad_id"])
+        arrays["labels"] = self.split_labels(task, "train")[positions]
+        return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
     def _split_data(self, task: str, split: str) -> dict[str, torch.Tensor]:
         if self.random_weights:
             g = torch.Generator().manual_seed(int(hub.digest([self.seed, task, split]), 16) % 2**63)
             return _synthetic(self.split_sizes(task)[split], self.synthetic_seq_len,
                               self._sources[task]["num_classes"], g, sort=split != "train")
         src = self._sources[task]
-        name, idx = src["splits"][split]
+        name, idx = self.split_rows(task, split)
         key = hub.digest({"data": src["data_fp"], "split": name, "rows": None if idx is None else hub.digest(idx.tolist()),
                           "max_length": self._max_len, "sorted": split != "train", "version": self.version})
         directory = cached_build(cache_root() / "glue-data" / f"{task}-{split}-{key}",
@@ -273,7 +311,7 @@ class GPT2GLUE(ModelSuite):
                    datasets={t: self.datasets[t] for t in self.tasks}, revisions=self.revisions,
                    test={t: TEST_SPLIT.get(t, "validation") for t in self.tasks},
                    val=f"{hub.VAL_FRACTION} of train, seed {hub.VAL_SEED}")
-        return cfg
+        return {**cfg, **self.eval_config()}
 
 
 def _synthetic(n: int, max_len: int, num_classes: int, g: torch.Generator, sort: bool = False) -> dict[str, torch.Tensor]:

@@ -301,6 +301,11 @@ def _card_features(path: Path, config: str | None):
     return info.features if info is not None else None
 
 
+def rows_of(ds, rows: np.ndarray) -> dict[str, list]:
+    """Rows `rows` of a datasets split (repeats allowed), as {column: values}: only those rows are decoded."""
+    return ds[[int(i) for i in rows]]
+
+
 def pick(columns: Sequence[str], choices: Sequence[str], what: str, kind: str) -> str:
     for c in choices:
         if c in columns:

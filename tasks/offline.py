@@ -46,12 +46,12 @@ from tqdm.auto import tqdm
 
 from bench.core.evaluator import Evaluator
 from bench.api import BenchError
-from bench.tasks.base import ModelSuite, select_tasks
+from bench.tasks.base import ModelSuite, check_eval_size, select_tasks
 from bench.tasks.cache import cache_root, cached_build, manifest_info
 from bench.tasks.models import quiet_hf
 from bench.tasks.quality import format_bars, pair_line, quality_bars
 
-COMMON_OPTIONS = ("names", "seed", "cache_dir", "build_workers")   # every other option is a build size
+COMMON_OPTIONS = ("names", "seed", "cache_dir", "build_workers", "eval_size", "eval_seed")   # the rest: build sizes
 
 
 def schedule(step: int, steps: int, warmup_frac: float) -> float:
@@ -105,8 +105,10 @@ class OfflineSuite(ModelSuite):
     eval_batch: ClassVar[int]            # Evaluator batch of the build's quality bars
 
     def __init__(self, names: list[str] | None, seed: int, cache_dir: str | None, build_workers: int | None,
-                 **sizes: int):
+                 eval_size: int | None = None, eval_seed: int = 0, **sizes: int):
         self.tasks = select_tasks(names, self.TASK_NAMES, self.name)
+        check_eval_size(eval_size)
+        self.eval_size, self.eval_seed = eval_size, eval_seed
         for k, v in {**sizes, "build_workers": 1 if build_workers is None else build_workers}.items():
             if v < 1:
                 raise BenchError(f"tasks.{k}={v} must be ≥ 1")
@@ -116,6 +118,7 @@ class OfflineSuite(ModelSuite):
         self.cache_path = cached_build(root / self.name / self.build_id(self.seed, sizes), self._build)
         with quiet_hf():
             self._load(self.cache_path)
+        self.subset_eval_data()
 
     @classmethod
     def default_sizes(cls) -> dict[str, int]:
@@ -144,7 +147,7 @@ class OfflineSuite(ModelSuite):
         return self
 
     def config(self):
-        return {"seed": self.seed, **self.sizes}
+        return {"seed": self.seed, **self.sizes, **self.eval_config()}
 
     @property
     def build_info(self) -> dict:
@@ -152,7 +155,7 @@ class OfflineSuite(ModelSuite):
         return manifest_info(self.cache_path)
 
     def describe(self) -> str:
-        return f"{self.name} v{self.version} (seed {self.seed}): {', '.join(self.tasks)}"
+        return f"{self.name} v{self.version} (seed {self.seed}): {', '.join(self.tasks)}{self.subset_note()}"
 
     # ---- what a subclass supplies -----------------------------------------------------------------
     def _load(self, path: Path) -> None:

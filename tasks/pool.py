@@ -49,7 +49,7 @@ from torch.func import functional_call
 
 from bench.api import BenchError, Params, check_compatible, unknown_choice
 from bench.tasks import hub
-from bench.tasks.base import ModelSuite, select_tasks
+from bench.tasks.base import ModelSuite, check_eval_size, select_tasks
 from bench.tasks.cache import cache_root, cached_build
 from bench.tasks.models import backbone_params, quiet_hf, trim_padding
 
@@ -366,16 +366,21 @@ class PoolSuite(ModelSuite):
     name = "pool"
     version = "1"
     objective = "accuracy"
+    streams_train = True           # train examples prepared as drawn, never the whole split
 
     def __init__(self,
                  spec: str | None = None,  # the pool's YAML file (docs/add-a-model-pool.md; examples/pools/)
                  names: list[str] | None = None,  # a subset of the file's tasks (null: all, in the file's order)
-                 preprocess_workers: int = 4):  # threads for the one-time image preprocessing
+                 preprocess_workers: int = 4,  # threads preprocessing images (val/test once; train batches as drawn)
+                 eval_size: int | None = None,  # val/test examples per task: a stratified seeded subset (null: all)
+                 eval_seed: int = 0):  # seeds the eval_size subset
         if spec is None or not str(spec).strip():
             raise BenchError("tasks.spec is not set: give the pool's YAML file, e.g. tasks=pool tasks.spec=my_pool.yaml "
                              "(docs/add-a-model-pool.md)")
         if preprocess_workers < 1:
             raise BenchError(f"tasks.preprocess_workers={preprocess_workers} must be ≥ 1")
+        check_eval_size(eval_size)
+        self.eval_size, self.eval_seed = eval_size, eval_seed
         self.spec = load_spec(spec)
         sp = self.spec
         self.family = sp.family
@@ -532,8 +537,8 @@ class PoolSuite(ModelSuite):
         if src["string_labels"] and t.label_names is None:
             raise BenchError(f"{self.spec.where('label', t)}: {src['what']}'s label column {t.label!r} holds strings; "
                              f"give label_names: [...] (their order is the head's)")
-        for split, (name, idx) in src["splits"].items():
-            self._labels(t.name, src["dd"][name], idx, name)
+        for split in src["splits"]:
+            self.split_labels(t.name, split)
 
     def _labels(self, task: str, ds, idx: np.ndarray | None, split_name: str) -> np.ndarray:
         src, t = self._sources[task], self.spec.tasks[task]
@@ -858,8 +863,14 @@ class PoolSuite(ModelSuite):
         return [self.model, self.heads]
 
     def save_model(self, params: Params, directory: Path) -> dict[str, Any]:
-        """ModelSuite's export, with the parameters left out by `exclude:` at the base's values."""
+        """ModelSuite's export (clip_zeroshot: bench.tasks.exporting.save_clip, a model that classifies from
+        pixels), with the parameters left out by `exclude:` at the base's values."""
         base = {n: p.detach() for n, p in self.backbone.named_parameters()}
+        if self.family == "clip_zeroshot":
+            from bench.tasks.exporting import save_clip
+
+            return save_clip(self, {**base, **params}, directory,
+                             {t: self._sources[t].get("classnames") for t in self.tasks})
         return super().save_model({**base, **params}, directory)
 
     # ---- data -------------------------------------------------------------------------------------------------
@@ -867,9 +878,29 @@ class PoolSuite(ModelSuite):
         src = self._sources[task]
         return {s: (len(idx) if idx is not None else len(src["dd"][name])) for s, (name, idx) in src["splits"].items()}
 
+    def _read_labels(self, task: str, split: str) -> np.ndarray:
+        name, idx = self._sources[task]["splits"][split]
+        return self._labels(task, self._sources[task]["dd"][name], idx, name)
+
+    def _train_examples(self, task: str, positions: np.ndarray) -> dict[str, torch.Tensor]:
+        """Train rows `positions` tokenised or preprocessed now, as `_write_split` stores them."""
+        from bench.tasks.clip import clip_images
+        from bench.tasks.gpt2_glue import tokenize
+
+        src = self._sources[task]
+        name, idx = src["splits"]["train"]
+        part = hub.rows_of(src["dd"][name], positions if idx is None else idx[positions])
+        if self.modality == "text":
+            arrays = tokenize(self.tokenizer, [[str(x) for x in part[c]] for c in src["inputs"]], self._max_len,
+                              self._pad_id, segments=True)
+        else:
+            arrays = {"pixel_values": clip_images(part[src["inputs"][0]], self.preprocess, self.preprocess_workers)}
+        arrays["labels"] = self.split_labels(task, "train")[positions]
+        return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
     def _split_data(self, task: str, split: str) -> dict[str, torch.Tensor]:
         src = self._sources[task]
-        name, idx = src["splits"][split]
+        name, idx = self.split_rows(task, split)
         how = ({"tokenizer": self.revisions[self.spec.base], "max_length": self._max_len} if self.modality == "text"
                else {"preprocess": repr(self.preprocess)})
         key = hub.digest({"data": src["data_fp"], "split": name, "rows": None if idx is None else hub.digest(idx.tolist()),
@@ -917,7 +948,7 @@ class PoolSuite(ModelSuite):
                 tasks[t]["val"] = f"{hub.VAL_FRACTION} of {src['splits']['train'][0]}, seed {hub.VAL_SEED}"
         return {"spec": str(sp.path), "spec_sha256": sp.sha256, "pool": sp.name, "family": sp.family, "base": sp.base,
                 "exclude": list(sp.exclude), "max_length": sp.max_length if self.modality == "text" else None,
-                "tasks": tasks, "revisions": self.revisions}
+                "tasks": tasks, "revisions": self.revisions, **self.eval_config()}
 
     @property
     def key(self) -> str:
@@ -928,7 +959,8 @@ class PoolSuite(ModelSuite):
         return f"{self.name}@{self.version}:{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
     def describe(self) -> str:
-        return f"pool {self.spec.name or self.spec.path.stem} v{self.version} ({self.family}): {', '.join(self.tasks)}"
+        name = self.spec.name or self.spec.path.stem
+        return f"pool {name} v{self.version} ({self.family}): {', '.join(self.tasks)}{self.subset_note()}"
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------------

@@ -68,8 +68,10 @@ class TinyClip(OfflineSuite):
         pretrain_steps: int = 800,  # θ0 pre-training steps, 16 images of each task a step (a build size)
         finetune_steps: int = 350,  # fine-tuning steps per task, batch 128 (a build size)
         build_workers: int | None = None,  # build processes, results alike; null = usable cores (≤ 7); 1 = in-process
+        eval_size: int | None = None,  # val/test examples per task: a stratified seeded subset (null: all)
+        eval_seed: int = 0,  # seeds the eval_size subset
     ):
-        super().__init__(names, seed, cache_dir, build_workers, train_size=train_size, val_size=val_size,
+        super().__init__(names, seed, cache_dir, build_workers, eval_size, eval_seed, train_size=train_size, val_size=val_size,
                          test_size=test_size, pretrain_steps=pretrain_steps, finetune_steps=finetune_steps)
 
     def config(self):
@@ -83,6 +85,12 @@ class TinyClip(OfflineSuite):
         out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         out["pixel_values"] = standardize(out["pixel_values"]).to(dtype or torch.float32)
         return out
+
+    def save_model(self, params: Params, directory: Path) -> dict:
+        """ModelSuite's export (CLIPVisionModel + heads) and how to classify with it (bench.tasks.exporting)."""
+        from bench.tasks.exporting import clip_facts
+
+        return {**super().save_model(params, directory), **clip_facts(self, self.classes)}
 
     # ---- OfflineSuite hooks ----------------------------------------------------------------
     def _load(self, path: Path) -> None:

@@ -92,8 +92,10 @@ class TinyGPT2(OfflineSuite):
         pretrain_steps: int = 400,  # causal-LM pre-training steps, batch 128 of the mixed corpus (a build size)
         finetune_steps: int = 300,  # fine-tuning steps per task, batch 128, body only (a build size)
         build_workers: int | None = None,  # build processes, results alike; null = usable cores (≤ 5); 1 = in-process
+        eval_size: int | None = None,  # val/test examples per task: a stratified seeded subset (null: all)
+        eval_seed: int = 0,  # seeds the eval_size subset
     ):
-        super().__init__(names, seed, cache_dir, build_workers, train_size=train_size, val_size=val_size,
+        super().__init__(names, seed, cache_dir, build_workers, eval_size, eval_seed, train_size=train_size, val_size=val_size,
                          test_size=test_size, pretrain_steps=pretrain_steps, finetune_steps=finetune_steps)
 
     # ---- what the Evaluator and trainers call --------------------------------------------------
@@ -103,6 +105,14 @@ class TinyGPT2(OfflineSuite):
 
     def features(self, params: Params, batch):
         return gpt2_features(self.backbone, params, batch)
+
+    def save_model(self, params: Params, directory: Path) -> dict:
+        """ModelSuite's export (GPT2Model, tokenizer, heads) and how to classify with it (bench.tasks.exporting)."""
+        from bench.tasks.exporting import gpt2_facts
+
+        return {**super().save_model(params, directory),
+                **gpt2_facts(self, MAX_LENGTH, classes={t: TASKS[t].classes for t in self.tasks},
+                             note="; the tokenizer appends [EOS] to every sentence")}
 
     # ---- OfflineSuite hooks ------------------------------------------------------------------
     def _load(self, path: Path) -> None:

@@ -430,3 +430,20 @@ def test_example_pools_validate_and_mirror_the_published_suites(capsys):
     for name in ("clip-vit-b32", "gpt2-glue"):
         with pytest.raises(BenchError, match="not in the local Hugging Face cache and HF_HUB_OFFLINE is set"):
             PoolSuite(spec=str(ROOT / "examples" / "pools" / f"{name}.yaml"), names=None)
+
+
+@pytest.mark.parametrize("pool", ["gpt2_pool", "vit_pool"])
+def test_pool_train_batches_stream_and_eval_size_subsets(pool, request):
+    """Train batches are the rows the seed draws, prepared as drawn (equal to the same draw from the
+    whole split stored as before); tasks.eval_size cuts val/test only."""
+    spec = str(request.getfixturevalue(pool)["spec"])
+    suite, sub = PoolSuite(spec=spec), PoolSuite(spec=spec, eval_size=2)
+    for i, t in enumerate(suite.tasks):
+        got = suite.train_batch(t, 5, torch.Generator().manual_seed(i))
+        data = suite._split_data(t, "train")                       # the stored form of the whole split
+        idx = torch.randint(len(data["labels"]), (5,), generator=torch.Generator().manual_seed(i))
+        want = suite.prepare({k: v[idx] for k, v in data.items()}, "cpu")
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), t
+        assert len(sub.eval_data(t, "test")["labels"]) == min(2, len(suite.eval_data(t, "test")["labels"]))
+        assert sub.train_size(t) == suite.train_size(t) == len(data["labels"])
+    assert sub.key != suite.key and sub.config()["eval_size"] == 2

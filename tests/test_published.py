@@ -596,3 +596,108 @@ def test_gpt2_random_weights_short_sequences(out):
     lengths = raw["attention_mask"].sum(1)
     assert int(lengths.min()) >= 8 and int(lengths.max()) <= 16 and torch.equal(lengths, lengths.sort().values)
     assert bool((raw["input_ids"][raw["attention_mask"] == 0] == 0).all()) and int(raw["labels"].max()) <= 2
+
+
+# ---- train batches streamed; evaluation subsets (tasks.eval_size) --------------------------------------
+def stored_train_batch(suite, task: str, batch_size: int, seed: int):
+    """The batch as the suites drew it before streaming: the whole train split preprocessed (its stored
+    form, `_split_data`), then the same host index draw gathered from it."""
+    data = suite._split_data(task, "train")
+    idx = torch.randint(len(data["labels"]), (batch_size,), generator=torch.Generator().manual_seed(seed))
+    return suite.prepare({k: v[idx] for k, v in data.items()}, "cpu")
+
+
+@pytest.mark.parametrize("family", ["clip", "gpt2"])
+def test_train_batches_are_prepared_as_drawn_and_equal_the_stored_splits(family, clip_assets, gpt2_assets,
+                                                                         offline_env):
+    from bench.tasks.cache import cache_root
+
+    a = clip_assets if family == "clip" else gpt2_assets
+    name, kw = ("clip-vit-b32", clip_kwargs(a)) if family == "clip" else ("gpt2-glue", gpt2_kwargs(a))
+    store = cache_root() / ("clip-data" if family == "clip" else "glue-data")
+    before = set(store.glob("*")) if store.exists() else set()
+    suite = SUITES.build(name, **kw)
+    got = {t: suite.train_batch(t, 7, torch.Generator().manual_seed(i)) for i, t in enumerate(a["tasks"])}
+    new = set(store.glob("*")) - before if store.exists() else set()
+    assert not [p for p in new if "-train-" in p.name], "a train split was preprocessed"
+    for i, t in enumerate(a["tasks"]):                    # 7 draws of ~18 rows: repeats are likely, and fine
+        want = stored_train_batch(suite, t, 7, i)
+        assert got[t].keys() == want.keys()
+        for k in want:
+            assert torch.equal(got[t][k], want[k]), (t, k)
+
+
+def test_stratified_subset_is_the_largest_remainder_allocation():
+    from fractions import Fraction
+
+    from bench.tasks.base import stratified_subset
+
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        labels = rng.integers(0, rng.integers(1, 9), rng.integers(1, 200))
+        n = int(rng.integers(1, len(labels) + 3))
+        rows = stratified_subset(labels, n, seed=trial)
+        assert np.array_equal(rows, stratified_subset(labels, n, seed=trial))      # seeded
+        assert np.all(np.diff(rows) > 0) and len(rows) == min(n, len(labels))      # sorted, distinct
+        if n >= len(labels):
+            assert np.array_equal(rows, np.arange(len(labels)))
+            continue
+        # independently: exact quotas n·share; each class gets ⌊quota⌋ or ⌈quota⌉, the ⌈⌉ ones have the largest remainders
+        classes, counts = np.unique(labels, return_counts=True)
+        quota = {c: Fraction(int(k) * n, len(labels)) for c, k in zip(classes, counts)}
+        got = {c: int(np.sum(labels[rows] == c)) for c in classes}
+        assert sum(got.values()) == n
+        up = [c for c in classes if got[c] > quota[c]]
+        for c in classes:
+            assert got[c] in (quota[c].numerator // quota[c].denominator, -(-quota[c].numerator // quota[c].denominator))
+        down_rem = [quota[c] - int(quota[c]) for c in classes if got[c] <= quota[c] and quota[c] != int(quota[c])]
+        assert all(quota[c] - int(quota[c]) >= r for c in up for r in down_rem)
+    assert not np.array_equal(stratified_subset(np.zeros(100), 10, 0), stratified_subset(np.zeros(100), 10, 1))
+
+
+def test_eval_size_cuts_val_and_test_only_and_preprocesses_only_the_subset(clip_assets, gpt2_assets, out):
+    from bench.tasks.cache import cache_root
+
+    a = clip_assets
+    full = SUITES.build("clip-vit-b32", **clip_kwargs(a))
+    sub = SUITES.build("clip-vit-b32", **clip_kwargs(a, eval_size=3))
+    assert sub.key != full.key and sub.config()["eval_size"] == 3 and "eval_size" not in full.config()
+    assert sub.describe().endswith("[eval subset ≤ 3/task]")
+    for t in a["tasks"]:
+        for split in ("val", "test"):
+            f, s = full.eval_data(t, split), sub.eval_data(t, split)
+            n = len(f["labels"])
+            rows = sub.eval_rows(t, split, f["labels"].numpy())
+            assert len(s["labels"]) == min(3, n)
+            if rows is None:
+                assert n <= 3
+                continue
+            for k in f:                                   # the subset is those rows of the full split, in order
+                assert torch.equal(s[k], f[k][torch.from_numpy(rows)]), (t, split, k)
+        assert sub.train_size(t) == full.train_size(t)
+    # the cached test images of a subset hold the subset only (uint8 [3, 3, 32, 32] + the .npy header)
+    stored = [np.load(p, mmap_mode="r").shape for p in (cache_root() / "clip-data").glob("svhn-test-*/pixel_values.npy")]
+    assert (3, 3, 32, 32) in stored
+    # GPT-2 too, and with eval_size ≥ a split the split is whole
+    g = SUITES.build("gpt2-glue", **gpt2_kwargs(gpt2_assets, eval_size=5))
+    assert [len(g.eval_data(t, "test")["labels"]) for t in g.tasks] == [5, 5, 5]
+    assert [len(g.eval_data(t, "val")["labels"]) for t in g.tasks] == [2, 2, 2]
+    # the record carries it; the table marks the subset and never mixes it with full-set rows
+    for extra, rid in (([], "full"), (["tasks.eval_size=3"], "sub")):
+        assert main(["run", "method=ta_grid", "tasks=clip-vit-b32", *clip_overrides(a), "method.points=2", *extra,
+                     f"out={out}", f"run_id={rid}"]) == 0
+    rec = json.loads((out / "clip-vit-b32" / "ta_grid" / "sub" / "record.json").read_text())
+    assert rec["suite_config"]["eval_size"] == 3 and rec["suite_config"]["eval_seed"] == 0
+    from bench.reports.report import render
+    from bench.reports.tables import load_leaderboard
+
+    lb = load_leaderboard(str(out), resamples=0)
+    assert sorted(t.eval_size or 0 for t in lb.tables) == [0, 3]
+    md = render(lb, "md")
+    assert md.count("[eval subset ≤ 3/task]") == 1 and "not comparable with full-set tables" in md
+    csv = render(lb, "csv").splitlines()
+    assert csv[0].split(",")[3] == "eval_size" and sorted(line.split(",")[3] for line in csv[1:]) == ["", "3"]
+    with pytest.raises(BenchError, match=r"tasks.eval_size=0 must be ≥ 1"):
+        SUITES.build("clip-vit-b32", **clip_kwargs(a, eval_size=0))
+    with pytest.raises(BenchError, match=r"with tasks.weights=random use tasks.synthetic_size"):
+        SUITES.build("clip-vit-b32", weights="random", names=["mnist"], synthetic_size=4, eval_size=2)

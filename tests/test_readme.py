@@ -222,6 +222,9 @@ CHEAP: dict[str, tuple[str, str]] = {
         "images/s on a CPU: 2 tasks, 2 images per split, 2 points"),
     "python -m bench check published=fusionbench-clip-vit-b32-ta device=cuda": (
         "python -m bench check published=fusionbench-clip-vit-b32-ta device=cpu", "no GPU here"),
+    "python -m bench run method=ta_grid tasks=clip-vit-b32 tasks.eval_size=1000 device=cuda": (
+        "python -m bench run method=ta_grid tasks=clip-vit-b32 tasks.eval_size=3 device=cpu",
+        "no GPU here; the tiny fakes hold a few test images per task: 3 of them"),
     # -- leaderboard, figures and baselines
     "python -m bench table out=results/runs/leaderboard [tasks=SUITE] [format=md|latex|csv] [resamples=1000]": (
         "python -m bench table out=results/runs tasks=tiny-clip format=latex resamples=1000",

@@ -71,7 +71,8 @@ def render_latex(tables: list[Table]) -> str:
         marks = footnote_marks(t)
         out += ["", f"% suite key {tex_escape(t.suite_key)}", f"\\begin{{tabular}}{{l{'r' * (ncol - 1)}}}", "\\toprule",
                 f"\\multicolumn{{{ncol}}}{{l}}{{\\textbf{{{tex_escape(t.suite)}}} v{tex_escape(t.suite_version)}: "
-                f"{tex_escape(', '.join(t.tasks))}}} \\\\", "\\midrule",
+                f"{tex_escape(', '.join(t.tasks))}"
+                + (f" [eval subset $\\le$ {t.eval_size}/task]" if t.eval_size is not None else "") + "} \\\\", "\\midrule",
                 " & ".join(["Method", "$n$"] + [c.latex + " " + _TEX["↑" if c.higher_is_better else "↓"]
                                                  for c in COLUMNS]) + " \\\\", "\\midrule"]
         for _, row in t.rows.iterrows():
@@ -95,6 +96,7 @@ def render_csv(tables: list[Table]) -> str:
         f.insert(0, "suite", t.suite)
         f.insert(1, "suite_key", t.suite_key)
         f.insert(2, "tasks", ";".join(t.tasks))
+        f.insert(3, "eval_size", t.eval_size if t.eval_size is not None else "")
         f["paper"] = f["method"].map(lambda m: t.papers.get(m, ""))
         f["igd_ref_kind"], f["igd_ref_points"], f["igd_ref_hash"] = t.ref.kind, t.ref.n_points, t.ref.hash
         frames.append(f)

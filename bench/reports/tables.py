@@ -91,8 +91,14 @@ class Table:
     runs: dict[str, list[RunRecord]] = field(default_factory=dict)   # row config → its records, by seed, run id
 
     @property
+    def eval_size(self) -> int | None:
+        """Val/test examples per task where the records were scored on a subset (`tasks.eval_size`), else None."""
+        return self.suite_config.get("eval_size")
+
+    @property
     def title(self) -> str:
-        return f"{self.suite} v{self.suite_version}: {', '.join(self.tasks)}"
+        subset = f" [eval subset ≤ {self.eval_size}/task]" if self.eval_size is not None else ""
+        return f"{self.suite} v{self.suite_version}: {', '.join(self.tasks)}{subset}"
 
     @property
     def stem(self) -> str:
@@ -295,6 +301,10 @@ def footnote_marks(table: Table) -> dict[str, int]:
 def table_notes(table: Table) -> list[str]:
     r = table.ref
     notes = [f"IGD+ reference front: {r.how}; {r.n_points} points, hash {r.hash}."]
+    if table.eval_size is not None:
+        notes.insert(0, f"Evaluated on a subset: at most {table.eval_size} examples per task of val and of test, "
+                        f"stratified by label (tasks.eval_size={table.eval_size}, "
+                        f"eval_seed={table.suite_config.get('eval_seed', 0)}); not comparable with full-set tables.")
     if (table.rows["n"] > 1).any():
         notes.append("Cells with several seeds: mean ± sample std (ddof=1) over seeds; n = seeds.")
     if table.resamples:

@@ -1,4 +1,4 @@
-"""`python -m bench export`: the dense merged model of a trained run at one preference.
+"""`python -m bench export`: the dense merged model of a trained run at one preference, as a model that classifies.
 
     python -m bench run    method=pwe_moe_ls tasks=tiny-clip tasks.names=[digits,dots]
     python -m bench export method=pwe_moe_ls tasks=tiny-clip tasks.names=[digits,dots] \\
@@ -11,16 +11,33 @@ the latest record under `runs=` with the same method and suite key; each `method
 given must match the record's value too. Nothing is retrained: the method's saved state (for
 PWE-MoE the run's routers.pt) is unloaded at the preference.
 
-What is written (atomically: assembled in a temporary sibling, then renamed):
-    config.json + model.safetensors   the backbone, `save_pretrained` (e.g. CLIPVisionModel, GPT2Model):
-                                      `type(backbone).from_pretrained(out)` reloads it
-    heads.safetensors                 the suite's frozen per-task heads, keys `<task>.<weight|bias>`
-    tokenizer files                   where the suite has a tokenizer
-    export.json                       method, run, suite key, tasks, preference, routing weights
-Suites without a backbone module (the analytic toy) get `params.safetensors` instead.
+What is written (atomically: assembled in a temporary sibling, then renamed) is the suite's
+`save_model(params, directory)` (bench/tasks/exporting.py) and export.json:
+    CLIP suites (clip-vit-*, backbone=hf; the pool's clip_zeroshot)
+        config.json + model.safetensors   CLIPVisionModelWithProjection: the merged vision tower + the frozen
+                                          visual projection (`image_embeds`, D = 512 for ViT-B)
+        preprocessor_config.json          CLIPImageProcessor: bicubic resize of the short side, centre crop,
+                                          the suite's mean and std
+        heads.safetensors                 `<task>.weight` [C, D], zero-shot heads already × the logit scale:
+                                          logits = normalize(image_embeds) @ weightᵀ
+      backbone=open_clip: open_clip_visual.safetensors (the merged visual tower in open_clip's keys,
+      projection included) + heads; no transformers model.
+    other model suites (tiny-clip, tiny-gpt2, gpt2-glue, pool classifiers)
+        config.json + model.safetensors   the backbone, `save_pretrained` (CLIPVisionModel, GPT2Model, …),
+                                          in names transformers 4 reads too
+        heads.safetensors                 the frozen per-task heads, keys `<task>.<weight|bias>`
+        tokenizer files                   where the suite has a tokenizer
+    Suites without a backbone module (the analytic toy): params.safetensors.
+    export.json                           method, run, suite key, tasks, preference; `classify`: how inputs
+                                          are prepared, which output is the feature, the logits' formula and
+                                          a few lines of code; the method's facts: PWE-MoE every routed
+                                          block's routing weights (`routing`, `routed_parameters`), phn the
+                                          whole λ table, pareto_merging its corrected matrices; `rebuild`:
+                                          `rebuild(state_file, preference)` gives these parameters again.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -54,10 +71,46 @@ def export(spec, preference: list[float], dest: Path, runs: Path | None = None) 
     info = {"method": spec.method_name, "run": str(run_dir), "run_id": record.run_id, "seed": record.seed,
             "suite": suite.name, "suite_key": suite.key, "tasks": list(suite.tasks),
             "preference": [float(x) for x in ray], **facts}
+    state = Path(run_dir) / str(getattr(entry.obj, "state_file", ""))
+    if state.is_file():
+        info["rebuild"] = {
+            "state_file": str(state), "state_sha256": hashlib.sha256(state.read_bytes()).hexdigest(),
+            "python": f"from bench.runtime.export import rebuild; params = rebuild({str(state)!r}, "
+                      f"{[float(x) for x in ray]})",
+            "what": "the merged parameters written here (the backbone's state dict, as the suite names them), "
+                    "from the run's saved state; the suite is built from the run's config.yaml unless passed "
+                    "(suite=)"}
     write_export(dest, suite, params, info)
     print(f"exported {spec.method_name} at preference {[float(x) for x in ray]} from run {record.run_id}")
     print(dest)
     return dest
+
+
+def rebuild(state_file, preference, suite=None):
+    """The dense merged parameters (the suite's names) that a run's saved state (routers.pt, hypernet.pt,
+    lowrank.pt) gives at `preference`: exactly what `bench export` writes, in one call. `suite`: the run's
+    suite, built from the run directory's config.yaml when None (that loads its models)."""
+    import torch
+
+    from bench.core.rays import validate_preference
+    from bench.core.registry import METHODS
+
+    path = Path(state_file)
+    if not path.is_file():
+        raise BenchError(f"no saved state {str(path)!r}")
+    kind = str(torch.load(path, map_location="cpu", weights_only=True).get("format", ""))
+    cls = next((e.obj for e in METHODS if hasattr(e.obj, "export_params") and getattr(e.obj, "state_file", None)
+                == path.name and kind == f"paretobench.{getattr(e.obj, '__name__', '')}/1"), None)
+    if cls is None:
+        raise BenchError(f"{str(path)!r} (format {kind!r}) is not the saved state of a method that exports")
+    if suite is None:
+        from omegaconf import OmegaConf
+
+        from bench.runtime.config import spec_of
+
+        suite = spec_of(OmegaConf.load(path.parent / "config.yaml")).build_suite()
+    ray = validate_preference(list(preference), suite.num_tasks)
+    return cls.export_params(suite, path.parent, ray)[0]
 
 
 def parse_preference(text: str) -> list[float]:

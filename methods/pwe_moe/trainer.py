@@ -112,3 +112,14 @@ class PWEMoE(Conditioned):
         w, modules = net.routers(ray).cpu(), net.plan.modules
         shown = sorted({0, (len(modules) - 1) // 2, len(modules) - 1})
         return {"routing": {modules[m]: [round(float(x), 6) for x in w[m]] for m in shown}}
+
+    def export_facts(self, net: RoutedMerge, ray: torch.Tensor) -> dict:
+        """Every upscaled module's routing weights (unrounded), its parameters, and the rule for the rest:
+        with θ0 and the task vectors these are the exported weights."""
+        w, plan = net.routers(ray).double().cpu(), net.plan
+        return {"upscale": self.upscale,
+                "routing": {m: [float(x) for x in w[i]] for i, m in enumerate(plan.modules)},
+                "routed": "theta_p = theta0_p + sum_i routing[m(p)][i] * tau_{p,i} for every parameter p of an "
+                          "upscaled module m (routed_parameters); every other parameter theta0 + init_lambda * "
+                          "sum_i tau_i",
+                "routed_parameters": {m: list(names) for m, names in plan.groups.items()}}
