@@ -329,11 +329,7 @@ class CLIPSuite(ModelSuite):
 
     def _read_labels(self, task: str, split: str) -> np.ndarray:
         src = self._sources[task]
-        name, idx = src["splits"][split]
-        labels = np.asarray(src["dd"][name][src["label_col"]], dtype=np.int64)
-        labels = labels if idx is None else labels[idx]
-        if labels.size and (labels.min() < 0 or labels.max() >= src["num_classes"]):
-            raise BenchError(f"dataset {self.datasets[task]!r} ({task}) has labels outside 0..{src['num_classes'] - 1}")
+        labels = hub.read_labels(src, split, f"dataset {self.datasets[task]!r} ({task})")
         return labels if src["label_map"] is None else src["label_map"][labels]
 
     def train_size(self, task: str) -> int:
@@ -342,8 +338,7 @@ class CLIPSuite(ModelSuite):
     def _train_examples(self, task: str, positions: np.ndarray) -> dict[str, torch.Tensor]:
         """Train rows `positions` preprocessed now (`clip_images`), as the stored splits hold them."""
         src = self._sources[task]
-        name, idx = src["splits"]["train"]
-        part = hub.rows_of(src["dd"][name], positions if idx is None else idx[positions])
+        part = hub.train_rows(src, positions)
         return {"pixel_values": torch.from_numpy(clip_images(part[src["image_col"]], self.preprocess,
                                                              self.preprocess_workers)),
                 "labels": torch.from_numpy(self.split_labels(task, "train")[positions])}

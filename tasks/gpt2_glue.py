@@ -247,14 +247,8 @@ class GPT2GLUE(ModelSuite):
         return hub.split_sizes(self, task, SPLIT_SIZES)
 
     def _read_labels(self, task: str, split: str) -> np.ndarray:
-        src = self._sources[task]
-        name, idx = src["splits"][split]
-        labels = np.asarray(src["dd"][name][src["label_col"]], dtype=np.int64)
-        labels = labels if idx is None else labels[idx]
-        if labels.size and (labels.min() < 0 or labels.max() >= src["num_classes"]):
-            raise BenchError(f"dataset {self.datasets[task]!r} ({task}) split {name!r} has labels outside "
-                             f"0..{src['num_classes'] - 1} (GLUE's test split hides its labels)")
-        return labels
+        return hub.read_labels(self._sources[task], split, f"dataset {self.datasets[task]!r} ({task})",
+                               " (GLUE's test split hides its labels)")
 
     def train_size(self, task: str) -> int:
         return self.split_sizes(task)["train"] if self.random_weights else super().train_size(task)
@@ -262,8 +256,7 @@ class GPT2GLUE(ModelSuite):
     def _train_examples(self, task: str, positions: np.ndarray) -> dict[str, torch.Tensor]:
         """Train rows `positions` tokenised now, padded to their longest (`prepare` trims as it trims a stored split)."""
         src = self._sources[task]
-        name, idx = src["splits"]["train"]
-        part = hub.rows_of(src["dd"][name], positions if idx is None else idx[positions])
+        part = hub.train_rows(src, positions)
         arrays = tokenize(self.tokenizer, [list(part[c]) for c in src["text"]], self._max_len, src["pad_id"])
         arrays["labels"] = self.split_labels(task, "train")[positions]
         return {k: torch.from_numpy(v) for k, v in arrays.items()}

@@ -306,6 +306,23 @@ def rows_of(ds, rows: np.ndarray) -> dict[str, list]:
     return ds[[int(i) for i in rows]]
 
 
+def train_rows(src: dict, positions: np.ndarray) -> dict[str, list]:
+    """Rows `positions` of a suite's train split (`src`: "dd", "splits" {split: (name, rows or None)})."""
+    name, idx = src["splits"]["train"]
+    return rows_of(src["dd"][name], positions if idx is None else idx[positions])
+
+
+def read_labels(src: dict, split: str, what: str, hint: str = "") -> np.ndarray:
+    """Labels of a suite's `split` in order, from its label column alone (`src` as above, with "label_col"
+    and "num_classes"); a label outside 0..C−1 is one line naming `what` and the split."""
+    name, idx = src["splits"][split]
+    labels = np.asarray(src["dd"][name][src["label_col"]], dtype=np.int64)
+    labels = labels if idx is None else labels[idx]
+    if labels.size and (labels.min() < 0 or labels.max() >= src["num_classes"]):
+        raise BenchError(f"{what} split {name!r} has labels outside 0..{src['num_classes'] - 1}{hint}")
+    return labels
+
+
 def pick(columns: Sequence[str], choices: Sequence[str], what: str, kind: str) -> str:
     for c in choices:
         if c in columns:

@@ -888,8 +888,7 @@ class PoolSuite(ModelSuite):
         from bench.tasks.gpt2_glue import tokenize
 
         src = self._sources[task]
-        name, idx = src["splits"]["train"]
-        part = hub.rows_of(src["dd"][name], positions if idx is None else idx[positions])
+        part = hub.train_rows(src, positions)
         if self.modality == "text":
             arrays = tokenize(self.tokenizer, [[str(x) for x in part[c]] for c in src["inputs"]], self._max_len,
                               self._pad_id, segments=True)
