@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -310,6 +311,7 @@ def test_export_of_conditioned_methods_warns_nothing(out, tmp_path, capsys, meth
     assert not [w for w in caught if issubclass(w.category, UserWarning)], [str(w.message) for w in caught]
     info = json.loads((tmp_path / "exp" / "export.json").read_text())
     assert info["preference"] == [0.3, 0.7] and ("mean_lambda" in info or "relative_correction" in info)
+    assert Path(info["run"]).is_absolute() and Path(info["rebuild"]["state_file"]).parent == Path(info["run"])
 
 
 # ---- the offline suites, end to end through the CLI --------------------------------------------

@@ -66,12 +66,12 @@ def export(spec, preference: list[float], dest: Path, runs: Path | None = None) 
     suite = spec.build_suite().to(resolve_device(spec.settings.device))
     ray = validate_preference(preference, suite.num_tasks)
     record = find_run(runs, spec, suite)
-    run_dir = record.directory
+    run_dir = Path(record.directory).resolve()          # export.json names it wherever it is read from
     params, facts = entry.obj.export_params(suite, run_dir, ray)
     info = {"method": spec.method_name, "run": str(run_dir), "run_id": record.run_id, "seed": record.seed,
             "suite": suite.name, "suite_key": suite.key, "tasks": list(suite.tasks),
             "preference": [float(x) for x in ray], **facts}
-    state = Path(run_dir) / str(getattr(entry.obj, "state_file", ""))
+    state = run_dir / str(getattr(entry.obj, "state_file", ""))
     if state.is_file():
         info["rebuild"] = {
             "state_file": str(state), "state_sha256": hashlib.sha256(state.read_bytes()).hexdigest(),
