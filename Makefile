@@ -46,3 +46,11 @@ gpu-check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Peak memory of building clip-vit-b32 / -l14 (weights=random, T = 2 and 8) and of one training step (one
+# evaluation batch for ta_grid, map) of every method: benchmarks/memory.py, each measurement a fresh
+# subprocess; the JSON in benchmarks/results/. About 60 min on 2 busy cores; MEMORY_DEVICE=cuda on a GPU.
+MEMORY_DEVICE ?= cpu
+.PHONY: bench-memory
+bench-memory: $(STAMP)
+	$(PY) benchmarks/memory.py --device $(MEMORY_DEVICE) --json benchmarks/results/memory-$(MEMORY_DEVICE).json

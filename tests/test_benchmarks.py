@@ -84,3 +84,51 @@ def test_bad_device_is_one_line_naming_the_choices(capsys):
     assert speed.main(["--device", "gpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'gpu'" in err and "cuda" in err
+
+
+# ---- benchmarks/memory.py (issue 24): one real measurement, small; the extrapolation and the table offline ----
+MEMORY = ROOT / "benchmarks" / "memory.py"
+import memory  # noqa: E402  (beside speed.py)
+
+
+def test_memory_measures_vit_b32_build_and_one_step(tmp_path):
+    """One fresh subprocess: clip-vit-b32 (weights=random) at T = 2, one pwe_moe_ls step at 1 image per task.
+    The build holds θ0 + 2 task vectors (fp32) and the tower itself: its peak is at least those bytes,
+    counted from the parameters (ViT-B/32's vision tower: 87,456,000); the step holds the suite and more."""
+    out = tmp_path / "mem.json"
+    res = subprocess.run([sys.executable, str(MEMORY), "--archs", "b32", "--tasks", "2", "--methods", "pwe_moe_ls",
+                          "--batch", "1", "--probes", "1", "--json", str(out)], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-2000:]
+    r = json.loads(out.read_text())
+    assert r["schema"] == "paretobench.memory/1" and r["env"]["threads"] == 2 and not r["skipped"]
+    (m,) = r["measurements"]
+    assert m["params"] == 87_456_000 and m["T"] == 2 and m["batch"] == 1 and m["images_in_flight"] == 2
+    tensors = 3 * m["params"] * 4 / 2**30                       # θ0 + 2 task vectors, fp32, GiB
+    assert m["theta_tv_gib"] == pytest.approx(tensors)
+    assert m["build_peak_gib"] >= tensors + m["params"] * 4 / 2**30     # + the tower's own weights
+    assert m["build_peak_gib"] < 4 * tensors                            # and not wildly more
+    assert m["step_peak_gib"] >= m["rss_reset_gib"] >= tensors and positive(m["live_peak_gib"], m["step_s"])
+    (c,) = r["cells"]
+    assert (c["step_kind"], c["build_kind"], c["batch"]) == ("measured", "measured", 1)
+    assert c["step_gib"] == m["step_peak_gib"] and "pwe_moe_ls (1 step)" in r["table_markdown"]
+
+
+def test_memory_extrapolation_and_table_labels():
+    lo = {"step_peak_gib": 3.0, "live_peak_gib": 1.0, "images_in_flight": 2}
+    hi = {"step_peak_gib": 3.5, "live_peak_gib": 1.2, "images_in_flight": 4}
+    assert memory.slope_of(lo, hi) == pytest.approx(0.1) and memory.slope_of(lo, hi, "step_peak_gib") == 0.25
+    # a training step holds T·b images (T = 2, b = 16: 32), an evaluation one batch
+    assert memory.extrapolate(lo, 0.1, "conditioned", 2, 16) == pytest.approx(3.0 + 30 * 0.1)
+    assert memory.extrapolate(lo, 0.1, "eval", 2, 64) == pytest.approx(3.0 + 62 * 0.1)
+    cells = [{"arch": "b32", "T": 2, "method": "ls", "build_gib": 2.0, "build_kind": "measured", "step_gib": 4.0,
+              "step_kind": "measured"},
+             {"arch": "l14", "T": 2, "method": "ls", "build_gib": 5.5, "build_kind": "measured", "step_gib": 30.0,
+              "step_kind": "extrapolated"},
+             {"arch": "l14", "T": 8, "method": "ls", "build_gib": 12.8, "build_kind": "predicted", "step_gib": 40.0,
+              "step_kind": "predicted"}]
+    md = memory.table(cells, ["b32", "l14"], [2, 8], ["ls"])
+    assert "| ls (1 step) | 4.0 | – | 30.0 e | 40.0 p |" in md and "| 2.0 | – | 5.5 | – |" in md
+    # the predictor: L/14 at T = 8 holds 10 copies of 303M fp32 parameters before any step
+    assert memory.predict_build("l14", 8) > 10 * 303e6 * 4 / 2**30
+    assert memory.predict_step("l14", 8, "epo", 16) > memory.predict_step("l14", 8, "ls", 16)
