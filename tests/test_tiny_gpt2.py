@@ -252,3 +252,24 @@ def test_text_generation_is_deterministic_and_labels_follow_the_slots():
     tok = build_tokenizer(x1)
     assert tok.convert_ids_to_tokens(list(range(4))) == ["[PAD]", "[UNK]", "[BOS]", "[EOS]"]
     assert tok.unk_token_id not in tok.convert_tokens_to_ids(text.lexicon())     # every grammar word has an id
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-clip"])
+def test_eval_size_subsets_the_offline_suites(name):
+    """tasks.eval_size on an offline suite: val/test are the stratified rows of the full splits (kept in
+    their stored order: text sorted by length), train is whole, the key and description change."""
+    from bench.tasks.base import stratified_subset
+
+    full, sub = SUITES.build(name), SUITES.build(name, eval_size=37, eval_seed=4)
+    assert sub.key != full.key and sub.describe().endswith("[eval subset ≤ 37/task]")
+    assert SUITES.build(name, eval_size=37, eval_seed=4).key == sub.key != SUITES.build(name, eval_size=37).key
+    for t in full.tasks:
+        assert torch.equal(sub.eval_data(t, "train")["labels"], full.eval_data(t, "train")["labels"])
+        for split in ("val", "test"):
+            f, s = full.eval_data(t, split), sub.eval_data(t, split)
+            rows = sub.eval_rows(t, split, f["labels"].numpy())
+            assert len(rows) == 37 and np.array_equal(rows, np.sort(rows))
+            assert all(torch.equal(s[k], f[k][torch.from_numpy(rows)]) for k in f), (t, split)
+            counts, whole = np.bincount(s["labels"].numpy()), np.bincount(f["labels"].numpy())
+            assert np.all(np.abs(counts - 37 * whole[:len(counts)] / whole.sum()) < 1)      # proportional
+    assert len(stratified_subset(np.arange(5), 9, 0)) == 5
