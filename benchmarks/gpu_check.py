@@ -327,7 +327,7 @@ def environment(device: str) -> dict:
 
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     env = {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
-           "python": platform.python_version(), "git": git.stdout.strip() or None, "cpu": _cpu_name(),
+           "python": platform.python_version(), "git": git.stdout.strip() or None, "cpu": cpu_name(),
            "cpu_cores": len(os.sched_getaffinity(0))}
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(torch.device(device))
@@ -338,7 +338,9 @@ def environment(device: str) -> dict:
     return env
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The processor's model name without importing torch (benchmarks/memory.py's parent imports none; the
+    harness's bench.runtime.hardware.cpu_model does the same inside a run)."""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -397,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
+    tmp.write_text(json.dumps(result, indent=1, default=json_default) + "\n")
     os.replace(tmp, out)
     failed = [r for r in result["runs"] if "error" in r]
     print(f"gpu-check ({args.size}, {result['env']['gpu'] or result['env']['cpu']}): "
@@ -406,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def _json_default(o):
+def json_default(o):
     if isinstance(o, float) and not math.isfinite(o):
         return None
     if isinstance(o, Path):

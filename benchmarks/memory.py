@@ -63,7 +63,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
 import shutil
@@ -74,6 +73,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_check import cpu_name, json_default  # noqa: E402  (beside this file; no torch in this process)
 SCHEMA = "paretobench.memory/1"
 GIB = 2 ** 30
 ARCHS = {"b32": "clip-vit-b32", "b16": "clip-vit-b16", "l14": "clip-vit-l14"}
@@ -298,14 +299,6 @@ def mem_available_gib() -> float:
         return float("inf")
 
 
-def cpu_model() -> str:
-    try:
-        return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                    if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
-
-
 def ram_gib() -> float | None:
     try:
         line = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal:"))
@@ -315,7 +308,7 @@ def ram_gib() -> float | None:
 
 
 def environment(device: str, threads: int) -> dict:
-    env = {"cpu": cpu_model(), "cpu_cores": len(os.sched_getaffinity(0)), "ram_gib": ram_gib(),
+    env = {"cpu": cpu_name(), "cpu_cores": len(os.sched_getaffinity(0)), "ram_gib": ram_gib(),
            "python": platform.python_version(), "device": device, "threads": threads, "nice": 10}
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     env["git"] = git.stdout.strip() or None
@@ -412,7 +405,7 @@ class Runner:
         self.result["elapsed_s"] = time.time() - self.result["_t0"]
         tmp = self.out.with_name(self.out.name + ".tmp")
         tmp.write_text(json.dumps({k: v for k, v in self.result.items() if not k.startswith("_")}, indent=1,
-                                  default=_json_default) + "\n")
+                                  default=json_default) + "\n")
         os.replace(tmp, self.out)
 
 
@@ -707,14 +700,6 @@ def table(cells: list[dict], archs: list[str], tasks: list[int], methods: list[s
     return "\n".join(lines)
 
 
-def _json_default(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(type(o).__name__)
-
-
 def _ints(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x.strip()]
 
@@ -753,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         sys.path.insert(0, str(ROOT))
         res = child(json.loads(args.child))
-        Path(args.child_out).write_text(json.dumps(res, default=_json_default))
+        Path(args.child_out).write_text(json.dumps(res, default=json_default))
         return 0
 
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]

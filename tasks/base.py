@@ -337,24 +337,15 @@ class ModelSuite(Suite):
         the heads as heads.safetensors (`<task>.<weight|bias>`), the tokenizer where there is one."""
         import copy
 
-        from safetensors.torch import save_file
-
+        from bench.tasks.exporting import load_merged, transformers4_compatible, write_heads
         from bench.tasks.models import quiet_hf
 
-        model = copy.deepcopy(self.backbone).to("cpu")
-        missing, unexpected = model.load_state_dict({k: v.detach().cpu() for k, v in params.items()}, strict=False)
-        missing = [k for k in missing if k in dict(model.named_parameters())]
-        if missing or unexpected:
-            raise BenchError(f"merged parameters do not fit {type(model).__name__}: missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]}")
+        model = load_merged(copy.deepcopy(self.backbone).to("cpu"), params)
         with quiet_hf():
             model.save_pretrained(directory)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(directory)
-        save_file({f"{t}.{k}": v.detach().cpu().contiguous() for t, head in self.heads.items()
-                   for k, v in head.state_dict().items()}, str(Path(directory) / "heads.safetensors"))
-        from bench.tasks.exporting import transformers4_compatible
-
+        write_heads(self.heads, directory)
         transformers4_compatible(type(model).__name__, directory)     # files transformers 4 reads too
         return {"backbone_class": type(model).__name__}
 

@@ -352,13 +352,11 @@ class CLIPSuite(ModelSuite):
         src = self._sources[task]
         name, idx = self.split_rows(task, split)
         label_map = src["label_map"]
-        pre, rows = self.preprocess, None if idx is None else hub.digest(idx.tolist())
-        key = hub.digest({"data": src["data_fp"], "split": name, "rows": rows, "resize": pre.resize, "crop": pre.crop,
-                          "interpolation": pre.interpolation, "resize_mode": pre.resize_mode,
-                          "label_map": None if label_map is None else label_map.tolist(), "version": CACHE_VERSION})
-        directory = cached_build(cache_root() / "clip-data" / f"{task}-{split}-{key}",
-                                 lambda tmp: self._preprocess(tmp, task, name, idx))
-        return hub.load_arrays(directory)
+        pre = self.preprocess
+        facts = {"data": src["data_fp"], "split": name, "resize": pre.resize, "crop": pre.crop,
+                 "interpolation": pre.interpolation, "resize_mode": pre.resize_mode,
+                 "label_map": None if label_map is None else label_map.tolist(), "version": CACHE_VERSION}
+        return hub.stored_split("clip-data", task, split, idx, facts, lambda tmp: self._preprocess(tmp, task, name, idx))
 
     def _preprocess(self, tmp: Path, task: str, split_name: str, idx: np.ndarray | None) -> dict:
         src = self._sources[task]

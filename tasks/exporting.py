@@ -81,10 +81,10 @@ def transformers4_compatible(model_class: str, directory: Path) -> None:
 
 
 def write_heads(heads: torch.nn.ModuleDict, directory: Path) -> None:
-    """heads.safetensors: `<task>.<weight|bias>` of every frozen head (float32, CPU)."""
+    """heads.safetensors: `<task>.<weight|bias>` of every frozen head (CPU)."""
     from safetensors.torch import save_file
 
-    save_file({f"{t}.{k}": v.detach().float().cpu().contiguous() for t, head in heads.items()
+    save_file({f"{t}.{k}": v.detach().cpu().contiguous() for t, head in heads.items()
                for k, v in head.state_dict().items()}, str(Path(directory) / "heads.safetensors"))
 
 
@@ -108,12 +108,17 @@ def clip_with_projection(tower: torch.nn.Module, projection: torch.nn.Linear, pa
     config.architectures = ["CLIPVisionModelWithProjection"]
     with torch.random.fork_rng(devices=[]):        # the random init (overwritten) never touches the run's stream
         model = CLIPVisionModelWithProjection(config).eval()
-    state = {"vision_model." + k.removeprefix("vision_model."): v.detach().cpu() for k, v in params.items()}
-    state["visual_projection.weight"] = projection.weight.detach().cpu()
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    state = {"vision_model." + k.removeprefix("vision_model."): v for k, v in params.items()}
+    return load_merged(model, {**state, "visual_projection.weight": projection.weight})
+
+
+def load_merged(model: torch.nn.Module, params: Params) -> torch.nn.Module:
+    """`model` holding `params` (on the CPU); every parameter must be given (buffers may be left as they
+    are), and no name it does not have: else one line naming the first few."""
+    missing, unexpected = model.load_state_dict({k: v.detach().cpu() for k, v in params.items()}, strict=False)
     missing = [k for k in missing if k in dict(model.named_parameters())]
     if missing or unexpected:
-        raise BenchError(f"merged parameters do not fit CLIPVisionModelWithProjection: missing {missing[:3]}, "
+        raise BenchError(f"merged parameters do not fit {type(model).__name__}: missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]}")
     return model
 

@@ -36,7 +36,6 @@ import torch
 from bench.api import BenchError, Params, check_compatible
 from bench.tasks import hub
 from bench.tasks.base import ModelSuite, check_eval_size, select_tasks
-from bench.tasks.cache import cache_root, cached_build
 from bench.tasks.models import backbone_params, gpt2_features, quiet_hf, trim_padding
 
 TASKS = ["cola", "mnli", "mrpc", "qnli", "qqp", "rte", "sst2"]
@@ -268,11 +267,10 @@ class GPT2GLUE(ModelSuite):
                               self._sources[task]["num_classes"], g, sort=split != "train")
         src = self._sources[task]
         name, idx = self.split_rows(task, split)
-        key = hub.digest({"data": src["data_fp"], "split": name, "rows": None if idx is None else hub.digest(idx.tolist()),
-                          "max_length": self._max_len, "sorted": split != "train", "version": self.version})
-        directory = cached_build(cache_root() / "glue-data" / f"{task}-{split}-{key}",
-                                 lambda tmp: self._tokenize(tmp, task, name, idx, sort=split != "train"))
-        return hub.load_arrays(directory)
+        facts = {"data": src["data_fp"], "split": name, "max_length": self._max_len, "sorted": split != "train",
+                 "version": self.version}
+        return hub.stored_split("glue-data", task, split, idx, facts,
+                                lambda tmp: self._tokenize(tmp, task, name, idx, sort=split != "train"))
 
     def _tokenize(self, tmp: Path, task: str, split_name: str, idx: np.ndarray | None, sort: bool) -> dict:
         src = self._sources[task]

@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -356,6 +356,17 @@ def splits(dd, test_split: str, what: str) -> dict[str, tuple[str, np.ndarray | 
 
 
 # ---- compact arrays on disk -------------------------------------------------------------------
+def stored_split(folder: str, task: str, split: str, rows: np.ndarray | None, facts: dict,
+                 write: Callable[[Path], dict]) -> dict[str, torch.Tensor]:
+    """A suite's `split` of `task` as stored arrays (`load_arrays`), built once by `write(tmp)` under
+    `$PARETOBENCH_CACHE/<folder>/`, keyed by `facts` (data, split name, preprocessing, version) and the
+    dataset rows it holds (`rows`, None: all)."""
+    from bench.tasks.cache import cache_root, cached_build
+
+    key = digest({**facts, "rows": None if rows is None else digest(rows.tolist())})
+    return load_arrays(cached_build(cache_root() / folder / f"{task}-{split}-{key}", write))
+
+
 def save_arrays(directory: Path, arrays: dict[str, np.ndarray]) -> None:
     for k, v in arrays.items():
         np.save(Path(directory) / f"{k}.npy", v)

@@ -902,13 +902,11 @@ class PoolSuite(ModelSuite):
         name, idx = self.split_rows(task, split)
         how = ({"tokenizer": self.revisions[self.spec.base], "max_length": self._max_len} if self.modality == "text"
                else {"preprocess": repr(self.preprocess)})
-        key = hub.digest({"data": src["data_fp"], "split": name, "rows": None if idx is None else hub.digest(idx.tolist()),
-                          "inputs": list(src["inputs"]), "label": src["label_col"],
-                          "label_names": list(self.spec.tasks[task].label_names or []), "sorted": split != "train",
-                          "how": how, "version": CACHE_VERSION})
-        directory = cached_build(cache_root() / "pool-data" / f"{task}-{split}-{key}",
-                                 lambda tmp: self._write_split(tmp, task, name, idx, sort=split != "train"))
-        return hub.load_arrays(directory)
+        facts = {"data": src["data_fp"], "split": name, "inputs": list(src["inputs"]), "label": src["label_col"],
+                 "label_names": list(self.spec.tasks[task].label_names or []), "sorted": split != "train",
+                 "how": how, "version": CACHE_VERSION}
+        return hub.stored_split("pool-data", task, split, idx, facts,
+                                lambda tmp: self._write_split(tmp, task, name, idx, sort=split != "train"))
 
     def _write_split(self, tmp: Path, task: str, split_name: str, idx: np.ndarray | None, sort: bool) -> dict:
         from bench.tasks.clip import write_images

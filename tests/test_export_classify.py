@@ -15,7 +15,6 @@ the suite's own logits and predictions on the same inputs.
 """
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import os
@@ -33,6 +32,7 @@ from bench.cli import main as cli
 from bench.core.evaluator import Evaluator
 from bench.core.registry import SUITES
 from bench.runtime.export import rebuild
+from tests.test_published import offline_hub
 
 PREF = [0.3, 0.7]
 LOGIT_ATOL = 1e-4          # fp32, same weights, same inputs: only summation order may differ (measured ≤ ~3e-6)
@@ -113,6 +113,16 @@ def run_and_export(out: Path, method: str, suite_args: list[str], extra: list[st
     return dest, info, Path(info["rebuild"]["state_file"])
 
 
+def offline_export(out: Path, name: str, names: list[str]):
+    """pwe_moe_ls on offline suite `name` (3 steps), exported at PREF: (export directory, export.json, the
+    suite, its parameters at PREF rebuilt from the run's state, the Evaluator's test metrics there)."""
+    dest, info, state = run_and_export(out, "pwe_moe_ls", [f"tasks={name}", f"tasks.names=[{','.join(names)}]"],
+                                       ["method.steps=3", "method.partitions=1"])
+    suite = SUITES.build(name, names=names)
+    params = rebuild(state, PREF, suite=suite)
+    return dest, info, suite, params, Evaluator(suite).evaluate(params, "test")
+
+
 def same_accuracy(logits: torch.Tensor, labels: torch.Tensor, measured: float) -> bool:
     """The number of correct predictions is the Evaluator's (its accuracy × examples)."""
     return int((logits.argmax(-1) == labels).sum()) == round(measured * len(labels))
@@ -130,12 +140,7 @@ def check_logits(ours: torch.Tensor, want: torch.Tensor, labels: torch.Tensor, a
 def tiny_clip_export(tmp_path_factory):
     """pwe_moe_ls on tiny-clip (3 steps), exported at PREF; the suite's logits and accuracies there."""
     names = ["digits", "dots"]
-    dest, info, state = run_and_export(tmp_path_factory.mktemp("tiny-clip"), "pwe_moe_ls",
-                                       ["tasks=tiny-clip", f"tasks.names=[{','.join(names)}]"],
-                                       ["method.steps=3", "method.partitions=1"])
-    suite = SUITES.build("tiny-clip", names=names)
-    params = rebuild(state, PREF, suite=suite)
-    evaluated = Evaluator(suite).evaluate(params, "test")
+    dest, info, suite, params, evaluated = offline_export(tmp_path_factory.mktemp("tiny-clip"), "tiny-clip", names)
     cases = {}
     for task in names:
         raw = suite.eval_data(task, "test")
@@ -154,12 +159,7 @@ def tiny_gpt2_export(tmp_path_factory):
     from bench.tasks.tiny_gpt2 import stored_split
 
     names = SUITES.build("tiny-gpt2").tasks[:2]
-    dest, info, state = run_and_export(tmp_path_factory.mktemp("tiny-gpt2"), "pwe_moe_ls",
-                                       ["tasks=tiny-gpt2", f"tasks.names=[{','.join(names)}]"],
-                                       ["method.steps=3", "method.partitions=1"])
-    suite = SUITES.build("tiny-gpt2", names=names)
-    params = rebuild(state, PREF, suite=suite)
-    evaluated = Evaluator(suite).evaluate(params, "test")
+    dest, info, suite, params, evaluated = offline_export(tmp_path_factory.mktemp("tiny-gpt2"), "tiny-gpt2", names)
     cases = {}
     for task in names:
         ds = datasets.load_from_disk(str(suite.cache_path / "data" / task))["test"]
@@ -236,7 +236,7 @@ def test_gpt2_glue_export_classifies_with_transformers_alone(tmp_path):
 
     from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
-    with hub_env(tmp_path):
+    with offline_hub(tmp_path):
         root, tasks = tmp_path / "assets", {"cola": 2, "rte": 2}
         tok = gpt2_tokenizer([("Ġ", "t"), ("h", "e"), ("Ġt", "he")])
         cfg = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, bos_token_id=tok.eos_token_id,
@@ -277,19 +277,6 @@ def test_gpt2_glue_export_classifies_with_transformers_alone(tmp_path):
 
 
 # ---- CLIP in the hub's format ------------------------------------------------------------------------------
-@contextlib.contextmanager
-def hub_env(root: Path):
-    """No hub; private build, heads and datasets caches (the offline test suites' cache stays untouched)."""
-    import datasets
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        mp.setenv("HF_HUB_CACHE", str(root / "hub"))
-        mp.setenv("PARETOBENCH_CACHE", str(root / "cache"))
-        mp.setattr(datasets.config, "HF_DATASETS_CACHE", root / "datasets")
-        yield root
-
-
 def hub_clip(root: Path, published: bool, tasks=("svhn", "mnist"), n_test: int = 6) -> dict:
     """A pre-trained CLIPModel with tokenizer and preprocessor_config.json, a perturbed CLIPVisionModel per task,
     and tiny image datasets of odd sizes. `published`: CLIPConfig's defaults, the sizes of
@@ -368,7 +355,7 @@ def check_clip_export(dest: Path, suite, info: dict, cases: dict) -> None:
 def hub_clip_export(tmp_path_factory):
     """clip-vit-b32 on a toy CLIP in the hub's format: pwe_moe_ls (2 steps) through the CLI, exported at PREF."""
     root = tmp_path_factory.mktemp("hub-clip")
-    with hub_env(root):
+    with offline_hub(root):
         a = hub_clip(root / "assets", published=False)
         dest, info, state = run_and_export(root / "clip", "pwe_moe_ls", ["tasks=clip-vit-b32", *a["overrides"]],
                                            ["method.steps=2", "method.partitions=1", "method.batch_size=2"])
@@ -390,7 +377,7 @@ def test_pool_clip_zeroshot_export_classifies_with_transformers_alone(tmp_path):
     from bench.core.merge import task_arithmetic
     from bench.tasks.pool import PoolSuite
 
-    with hub_env(tmp_path):
+    with offline_hub(tmp_path):
         a = hub_clip(tmp_path / "assets", published=False)
         (a["root"] / "pool.yaml").write_text(json.dumps(
             {"family": "clip_zeroshot", "base": "./pre",
@@ -459,7 +446,7 @@ def test_published_size_clip_export_classifies(tmp_path):
     from transformers import CLIPVisionModelWithProjection
 
     t0 = time.perf_counter()
-    with hub_env(tmp_path):
+    with offline_hub(tmp_path):
         a = hub_clip(tmp_path / "assets", published=True, n_test=4)
         dest, info, state = run_and_export(tmp_path / "clip", "pwe_moe_ls", ["tasks=clip-vit-b32", *a["overrides"]],
                                            ["method.steps=1", "method.partitions=1", "method.batch_size=1"])

@@ -9,6 +9,7 @@ preprocessing and zero-shot classifier, `GPT2ForSequenceClassification`, closed-
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from pathlib import Path
@@ -32,17 +33,24 @@ from bench.tasks.gpt2_glue import tokenize
 SEED = 0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def offline_env(tmp_path_factory):
-    """No test may reach the hub: offline mode, an empty hub cache, a private build cache."""
-    root = tmp_path_factory.mktemp("env")
+@contextlib.contextmanager
+def offline_hub(root: Path):
+    """Inside: offline mode, an empty hub cache, private build and datasets caches under `root` (the
+    offline test suites' cache stays untouched)."""
+    import datasets
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("HF_HUB_CACHE", str(root / "hub"))
         mp.setenv("PARETOBENCH_CACHE", str(root / "cache"))
-        import datasets
-
         mp.setattr(datasets.config, "HF_DATASETS_CACHE", root / "datasets")
+        yield root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline_env(tmp_path_factory):
+    """No test may reach the hub."""
+    with offline_hub(tmp_path_factory.mktemp("env")) as root:
         yield root
 
 

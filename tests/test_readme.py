@@ -409,9 +409,9 @@ PRELOAD = ("torch", "numpy", "pandas", "scipy.optimize", "hydra", "omegaconf", "
            "pymoo.algorithms.moo.nsga3", "tests.test_published")
 
 
-def serve() -> None:
-    """`python tests/test_readme.py --serve` (started by the `server` fixture): pinned to one core,
-    imports PRELOAD and every registered method and suite once, then for each JSON line on stdin forks
+def serve(pin: bool = True) -> None:
+    """`python tests/test_readme.py --serve [--no-pin]` (started by `Server`): pinned to one core unless
+    --no-pin, imports PRELOAD and every registered method and suite once, then for each JSON line on stdin forks
     a child that runs it and answers one JSON line {"rc", "wall_s", "cpu_s"}. No torch work happens in this
     process, so forking it is safe (its one other thread is pyarrow's, whose allocator forks cleanly)."""
     import importlib
@@ -419,7 +419,8 @@ def serve() -> None:
     import resource
     import warnings
 
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    if pin:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     sys.path.append(str(ROOT))
     os.environ.setdefault("MPLBACKEND", "Agg")
     reply = os.fdopen(os.dup(1), "w")
@@ -466,10 +467,12 @@ def _child(job: dict) -> None:
 
     code = 1
     try:
-        fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
+        for fds, path in (((1, 2), job["log"]), ((2,), job.get("err"))):    # stderr apart where asked
+            if path is not None:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                for target in fds:
+                    os.dup2(fd, target)
+                os.close(fd)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         sys.stdin = open(os.devnull)
         os.chdir(job["cwd"])
@@ -514,11 +517,13 @@ def _sigterm_after_first_evaluation() -> None:
 
 
 class Server:
-    """The pytest side of `serve`."""
+    """The pytest side of `serve` (also tests/test_rehearsal.py's: `pin=False` leaves the test's other
+    worker's core alone)."""
 
-    def __init__(self, cwd: Path, env: dict[str, str]):
+    def __init__(self, cwd: Path, env: dict[str, str], pin: bool = True):
         self.cwd, self.log = cwd, open(cwd / "server.log", "w")
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"], cwd=cwd, env=env,
+        args = [sys.executable, str(Path(__file__).resolve()), "--serve", *([] if pin else ["--no-pin"])]
+        self.proc = subprocess.Popen(args, cwd=cwd, env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
         t0 = time.perf_counter()
         ready = self.proc.stdout.readline()
@@ -685,5 +690,5 @@ def test_readme_commands_leave_the_repository_alone(server):
     assert _digest(repo_files()) == server.before
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
-    serve()
+if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
+    serve(pin=sys.argv[2:] != ["--no-pin"])

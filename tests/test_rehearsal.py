@@ -68,14 +68,14 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from tests.test_readme import Server
 
 SEED = 0
 N_ROWS = 8                     # rows per split of every dataset
@@ -319,61 +319,10 @@ def build_gpt2(hub: Path, tmp: Path) -> None:
 
 
 # ---- running the user's commands ---------------------------------------------------------------------------
-# A process per command, forked from one server that imported the libraries once (as tests/test_readme.py
-# runs the README's commands): a fresh `python -m bench` spends ~5 s importing them, 8 times here. The
-# server starts with the machine's environment in its working directory; each child runs the `bench`
-# package as __main__ (runpy, as `python -m` does) with the command's words as argv.
-PRELOAD = ("torch", "numpy", "pandas", "scipy.optimize", "hydra", "omegaconf", "datasets", "huggingface_hub",
-           "transformers", "transformers.models.clip.modeling_clip", "transformers.models.gpt2.modeling_gpt2",
-           "transformers.models.auto.modeling_auto", "transformers.models.auto.tokenization_auto",
-           "torchvision.transforms", "safetensors.torch", "pymoo.indicators.hv", "bench.cli", "bench.runtime.run",
-           "bench.runtime.export", "bench.tasks.clip", "bench.tasks.gpt2_glue", "bench.methods.ta_grid",
-           "bench.methods.pwe_moe.trainer", "bench.methods.ray_training")
-SERVER = r"""
-import importlib, json, os, runpy, signal, sys, time, traceback, warnings
-import bench                                  # first, as `python -m bench`: it pins the CPU kernels
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    for name in json.loads(sys.argv[1]):
-        try:
-            importlib.import_module(name)
-        except Exception:
-            pass
-reply = os.fdopen(os.dup(1), "w")
-reply.write('{"ready": true}\n'); reply.flush()
-for line in sys.stdin:
-    job = json.loads(line)
-    sys.stdout.flush(); sys.stderr.flush()
-    t0 = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            for fd, path in ((1, job["stdout"]), (2, job["stderr"])):
-                f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                os.dup2(f, fd); os.close(f)
-            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            sys.stdin = open(os.devnull)
-            signal.alarm(job["timeout"])
-            sys.path[0] = os.getcwd()             # what `python -m` puts first
-            sys.argv = ["bench", *job["args"]]
-            try:
-                runpy.run_module("bench", run_name="__main__", alter_sys=True)
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-                if isinstance(e.code, str):
-                    print(e.code, file=sys.stderr)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush(); sys.stderr.flush()
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    reply.write(json.dumps({"rc": os.waitstatus_to_exitcode(status), "wall_s": time.perf_counter() - t0}) + "\n")
-    reply.flush()
-os._exit(0)
-"""
+# A process per command, forked from one server that imported the libraries once (tests/test_readme.py's
+# `Server`): a fresh `python -m bench` spends ~5 s importing them, 8 times here. The server starts with the
+# machine's environment in its working directory; each child runs the `bench` package as __main__ (runpy,
+# as `python -m` does) with the command's words as argv.
 
 
 @pytest.fixture(scope="module")
@@ -390,17 +339,12 @@ def machine(tmp_path_factory):
     (root / "logs").mkdir()
     (home / "hub").mkdir(parents=True)
     t = time.perf_counter()
-    with open(root / "logs" / "server.log", "w") as log:
-        server = subprocess.Popen([sys.executable, "-c", SERVER, json.dumps(PRELOAD)], cwd=root / "work", env=env,
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
-    ready = server.stdout.readline()
-    assert ready.startswith('{"ready"'), (ready, (root / "logs" / "server.log").read_text()[-3000:])
+    server = Server(root / "work", env, pin=False)
     TIMINGS["(server: imports, once)"] = time.perf_counter() - t
     try:
         yield {"root": root, "hub": home / "hub", "env": env, "work": root / "work", "built": set(), "server": server, "n": 0}
     finally:
-        server.stdin.close()
-        server.wait(timeout=60)
+        server.close()
         print("\n[rehearsal] wall seconds:")
         for k, v in TIMINGS.items():
             print(f"{v:7.1f}  {k}")
@@ -422,18 +366,13 @@ def bench(machine, *args: str) -> tuple[list[str], float]:
     """`python -m bench ARGS` in the user's working directory; (stdout lines, wall seconds)."""
     machine["n"] += 1
     out, err = (machine["root"] / "logs" / f"{machine['n']:02d}.{k}" for k in ("out", "err"))
-    server = machine["server"]
-    server.stdin.write(json.dumps({"args": list(args), "stdout": str(out), "stderr": str(err),
-                                   "timeout": CMD_TIMEOUT_S}) + "\n")
-    server.stdin.flush()
-    line = server.stdout.readline()
-    assert line, f"the command server died: {(machine['root'] / 'logs' / 'server.log').read_text()[-3000:]}"
-    answer = json.loads(line)
+    rc, (dt, _) = machine["server"].send({"module": "bench", "args": list(args), "log": str(out), "err": str(err),
+                                          "timeout": CMD_TIMEOUT_S})
     cmd = "python -m bench " + " ".join(args)
-    TIMINGS[cmd] = dt = answer["wall_s"]
+    TIMINGS[cmd] = dt
     print(f"\n[rehearsal] {dt:6.1f} s  {cmd}")
     stdout, stderr = out.read_text(), err.read_text()
-    assert answer["rc"] == 0, f"{cmd} exited {answer['rc']}\n--- stderr ---\n{stderr[-4000:]}\n--- stdout ---\n{stdout[-2000:]}"
+    assert rc == 0, f"{cmd} exited {rc}\n--- stderr ---\n{stderr[-4000:]}\n--- stdout ---\n{stdout[-2000:]}"
     assert "Traceback" not in stderr, stderr[-4000:]
     lines = stdout.strip().splitlines()
     if lines:                                # the last line: the record (run) or the export folder, maybe relative
