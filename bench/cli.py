@@ -16,7 +16,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from bench.core.registry import BenchError, unknown_choice
 
@@ -81,6 +81,8 @@ def _show(v: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; `argv=None` (the program: `python -m bench`, `paretobench`) reads sys.argv."""
+    program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -95,12 +97,25 @@ def main(argv: list[str] | None = None) -> int:
         hint = getattr(e, "resume_hint", None)
         print(f"{what}; " + (f"the work paid for is kept: {hint}" if hint else "the unfinished run kept nothing"),
               file=sys.stderr)
+        if program and isinstance(e, KeyboardInterrupt):
+            _leave_by_sigint()
         return 130 if isinstance(e, KeyboardInterrupt) else 143
     except BrokenPipeError:                      # `bench ls | head`: the reader left; nothing more to say
         sys.stderr.close()
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _leave_by_sigint() -> NoReturn:
+    """End the program as Python ends on an uncaught Ctrl-C, after its own clean-up: killed by SIGINT, which
+    a shell reports as 130. A plain `exit 130` tells a calling shell loop that the child handled the signal
+    and the loop goes on; a death by SIGINT stops it. It also makes the status one thing: CPython 3.11 ends
+    a process by SIGINT anyway when the KeyboardInterrupt passed through code run by exec() (a dataclass
+    being built, one of torch's lazy imports), even though it was caught here."""
+    hook = sys.excepthook
+    sys.excepthook = lambda kind, value, tb: None if kind is KeyboardInterrupt else hook(kind, value, tb)
+    raise KeyboardInterrupt   # the line above was its message; Python finalizes, then re-raises SIGINT on itself
 
 
 def _dispatch(name: str, rest: list[str]) -> int:

@@ -153,7 +153,12 @@ def sigint_default():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+# How the program ends on each signal, as Popen reports it: SIGINT kills it (after its line and clean-up), which a
+# shell reports as 130 and which stops a calling shell loop; SIGTERM is an exit with 143 (a Slurm pre-emption).
+STOPPED = [(signal.SIGINT, -signal.SIGINT, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+
+
+@pytest.mark.parametrize("sig,code,word", STOPPED)
 def test_a_signal_is_one_line_and_leaves_nothing(sig, code, word, tmp_path):
     out = tmp_path / "runs"
     p = subprocess.Popen([sys.executable, "-m", "bench", "run", "method=ls", *TOY, "method.steps=1000000",
@@ -168,3 +173,57 @@ def test_a_signal_is_one_line_and_leaves_nothing(sig, code, word, tmp_path):
     assert p.returncode == code, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(word)
     assert not out.exists()
+
+
+def test_one_ctrl_c_stops_a_shell_loop_of_runs(tmp_path):
+    """A terminal's Ctrl-C reaches the whole foreground group. bash, waiting on a child, goes on with its loop
+    when the child exits (even with 130) and stops only when the child died of SIGINT."""
+    loop = (f"for i in 1 2; do {sys.executable} -m bench run method=ls tasks=toy-quadratic method.steps=1000000 "
+            f"out={tmp_path}/$i; done; echo the loop went on")
+
+    def own_group():
+        sigint_default()
+        os.setpgrp()
+
+    p = subprocess.Popen(["bash", "-c", loop], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=own_group)
+    deadline = time.time() + 120
+    while not (tmp_path / "1" / "toy-quadratic" / "ls").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGINT)
+    try:
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:                     # the loop went on into a run of a million steps
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+    assert p.returncode == -signal.SIGINT, err
+    assert "the loop went on" not in out and not (tmp_path / "2").exists()
+    assert err.strip().splitlines()[-1].startswith("interrupted (SIGINT)")
+
+
+def test_a_ctrl_c_during_torchs_lazy_compiler_import_is_raised_after_it(tmp_path):
+    """torch imports torch._dynamo (with triton's pybind11 extension) lazily, ~1 s into a run; a Ctrl-C landing
+    in an extension's init came back as an ImportError that torch takes for "no triton", and was lost. The run
+    loads it first with signals held: the interrupt is raised once the import is whole."""
+    code = """
+import os, signal, sys
+import torch
+from bench.runtime.hardware import seed_everything
+
+class SignalOnImport:                  # a Ctrl-C in the middle of the import
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch._dynamo.convert_frame":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, SignalOnImport())
+try:
+    seed_everything(0)
+except KeyboardInterrupt:
+    print("raised", "torch._dynamo" in sys.modules, torch.are_deterministic_algorithms_enabled())
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       preexec_fn=sigint_default)
+    assert r.stdout.split() == ["raised", "True", "False"], r.stderr[-2000:]

@@ -35,6 +35,7 @@ import datetime as _dt
 import io
 import json
 import math
+import signal
 import subprocess
 import sys
 import tempfile
@@ -248,6 +249,8 @@ def run_into(baselines: dict[str, dict], into: str, seeds: list[int] | None) -> 
             if not any(o.startswith("device=") for o in base):
                 cmd.append("device=cpu")
             p = subprocess.run(cmd, capture_output=True, text=True)
+            if p.returncode == -signal.SIGINT:        # the run was stopped by Ctrl-C: so is this command
+                raise KeyboardInterrupt
             if p.returncode != 0:
                 sys.stderr.write(p.stderr)
                 return p.returncode

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bench.core.registry import BenchError
+from bench.runtime.interrupt import interruptible
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SMALL_MODEL = 20_000_000     # merge-able parameters below which one intra-op thread is fastest
@@ -50,7 +51,18 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    load_torch_compiler()
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def load_torch_compiler() -> None:
+    """Import torch._dynamo (with inductor and triton) now, holding SIGINT and SIGTERM until it is loaded, then
+    raising them. torch loads it lazily (here, at the first optimizer's `add_param_group`, at `torch.compile`),
+    ~1 s on this machine's CPU, and a Ctrl-C landing in the init of one of its pybind11 extensions (triton's)
+    was lost: pybind11 turns the KeyboardInterrupt into an ImportError, which torch reads as "no triton", and
+    the run went on as if nothing had been pressed."""
+    with interruptible():
+        import torch._dynamo  # noqa: F401
 
 
 def resolve_device(device: str) -> torch.device:
