@@ -153,6 +153,17 @@ def sigint_default():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def stopped(p: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
+    """(stdout, stderr) of a process told to stop; one that goes on is killed (its group too: a shell loop),
+    so that a failing test leaves no run of a million steps behind."""
+    try:
+        return p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL) if os.getpgid(p.pid) == p.pid else p.kill()
+            p.communicate()
+
+
 # How the program ends on each signal, as Popen reports it: SIGINT kills it (after its line and clean-up), which a
 # shell reports as 130 and which stops a calling shell loop; SIGTERM is an exit with 143 (a Slurm pre-emption).
 STOPPED = [(signal.SIGINT, -signal.SIGINT, "interrupted"), (signal.SIGTERM, 143, "terminated")]
@@ -169,7 +180,7 @@ def test_a_signal_is_one_line_and_leaves_nothing(sig, code, word, tmp_path):
         time.sleep(0.1)
     time.sleep(0.5)
     p.send_signal(sig)
-    _, err = p.communicate(timeout=60)
+    _, err = stopped(p)
     assert p.returncode == code, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(word)
     assert not out.exists()
@@ -192,12 +203,7 @@ def test_one_ctrl_c_stops_a_shell_loop_of_runs(tmp_path):
         time.sleep(0.1)
     time.sleep(0.5)
     os.killpg(p.pid, signal.SIGINT)
-    try:
-        out, err = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:                     # the loop went on into a run of a million steps
-            os.killpg(p.pid, signal.SIGKILL)
-            p.communicate()
+    out, err = stopped(p)
     assert p.returncode == -signal.SIGINT, err
     assert "the loop went on" not in out and not (tmp_path / "2").exists()
     assert err.strip().splitlines()[-1].startswith("interrupted (SIGINT)")

@@ -31,7 +31,7 @@ def comparable(path: Path) -> dict:
     return rec
 
 
-from tests.test_bad_input import sigint_default  # noqa: E402
+from tests.test_bad_input import sigint_default, stopped  # noqa: E402
 
 
 def start(args: list[str], out: Path) -> subprocess.Popen:
@@ -94,7 +94,7 @@ def test_a_stop_signal_checkpoints_and_says_how_to_resume(sig, code, tmp_path, c
     p = start(args, tmp_path)
     wait_for(tmp_path, "checkpoint")
     p.send_signal(sig)
-    _, err = p.communicate(timeout=60)
+    _, err = stopped(p)
     assert p.returncode == code and "Traceback" not in err
     line = err.strip().splitlines()[-1]
     assert "the work paid for is kept" in line and "resume=" in line
