@@ -71,6 +71,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -402,11 +403,11 @@ class Runner:
     def save(self) -> None:
         if self.out is None:
             return
+        from bench.core.record import atomic_write_text     # torch-free, like the rest of this process
+
         self.result["elapsed_s"] = time.time() - self.result["_t0"]
-        tmp = self.out.with_name(self.out.name + ".tmp")
-        tmp.write_text(json.dumps({k: v for k, v in self.result.items() if not k.startswith("_")}, indent=1,
-                                  default=json_default) + "\n")
-        os.replace(tmp, self.out)
+        atomic_write_text(self.out, json.dumps({k: v for k, v in self.result.items() if not k.startswith("_")},
+                                               indent=1, default=json_default) + "\n")
 
 
 def run_child(job: dict, timeout_s: float, rss_limit_gib: float = float("inf")) -> dict:
@@ -490,11 +491,6 @@ def validation_row(arch, T, method, target, how, slope_from, from_batches, direc
     if est_own is not None:          # with the configuration's own RSS slope instead (its two probes, or T=2's)
         row.update(extrapolated_own_slope_gib=est_own, error_own_slope_gib=est_own - direct[PEAK["step"]])
     return row
-
-
-def median(v: list[float]) -> float:
-    v = sorted(v)
-    return (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
 
 
 class Slopes:
@@ -791,8 +787,6 @@ def main(argv: list[str] | None = None) -> int:
         result["earlier_failures"] = old.get("earlier_failures", []) + [m for m in old.get("measurements", [])
                                                                         if "error" in m]
         result["_t0"] -= old.get("elapsed_s", 0.0)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
     runner = Runner(args, env, result, out)
     print(f"memory: {', '.join(LABEL[a] for a in archs)} × T = {', '.join(map(str, tasks))} × {len(methods)} methods "
           f"on {args.device} ({env['gpu'] or env['cpu']}, {env['cpu_cores']} cores, {env['ram_gib']} GiB RAM), "

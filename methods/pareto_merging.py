@@ -116,7 +116,8 @@ class ParetoMerging(Conditioned):
 
     def describe(self, net: LowRankMerge, ray: torch.Tensor) -> dict:
         """How far the preference moves the model: ‖ΔW(r)‖ / ‖W_base‖ over the corrected matrices."""
-        num = sum(float((net(ray)[n] - net.base[n]).norm() ** 2) for n in net.names)
+        merged = net(ray)
+        num = sum(float((merged[n] - net.base[n]).norm() ** 2) for n in net.names)
         den = sum(float(net.base[n].norm() ** 2) for n in net.names)
         return {"relative_correction": round((num / max(den, 1e-30)) ** 0.5, 8)}
 

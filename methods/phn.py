@@ -85,6 +85,6 @@ class PHN(Conditioned):
     def export_facts(self, net: HyperMerge, ray: torch.Tensor) -> dict:
         """The whole λ table at the preference: with θ0 and the task vectors, the exported weights."""
         lam = net.coefficients(ray).double().cpu()
-        return {**self.describe(net, ray),
+        return {"mean_lambda": [round(float(x), 6) for x in lam.mean(0)],         # `describe`'s, from the same λ
                 "lambda": {n: [float(x) for x in lam[i]] for i, n in enumerate(net.plan.modules)},
                 "merged": "theta_l = theta0_l + sum_i lambda[l][i] * tau_{l,i} for every parameter tensor l"}

@@ -262,7 +262,9 @@ class ModelSuite(Suite):
         `split`, or None for the whole split (train, no eval_size, or a split no larger than it)."""
         if self.eval_size is None or split not in EVAL_SPLITS or self.eval_size >= len(labels):
             return None
-        seed = int(hashlib.sha1(json.dumps([self.eval_seed, task, split]).encode()).hexdigest()[:15], 16)
+        from bench.tasks.hub import digest
+
+        seed = int(digest([self.eval_seed, task, split])[:15], 16)
         return stratified_subset(labels, self.eval_size, seed)
 
     def subset_eval_data(self) -> None:

@@ -332,9 +332,6 @@ class CLIPSuite(ModelSuite):
         labels = hub.read_labels(src, split, f"dataset {self.datasets[task]!r} ({task})")
         return labels if src["label_map"] is None else src["label_map"][labels]
 
-    def train_size(self, task: str) -> int:
-        return self.split_sizes(task)["train"] if self.random_weights else super().train_size(task)
-
     def _train_examples(self, task: str, positions: np.ndarray) -> dict[str, torch.Tensor]:
         """Train rows `positions` preprocessed now (`clip_images`), as the stored splits hold them."""
         src = self._sources[task]

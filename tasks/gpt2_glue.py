@@ -249,14 +249,10 @@ class GPT2GLUE(ModelSuite):
         return hub.read_labels(self._sources[task], split, f"dataset {self.datasets[task]!r} ({task})",
                                " (GLUE's test split hides its labels)")
 
-    def train_size(self, task: str) -> int:
-        return self.split_sizes(task)["train"] if self.random_weights else super().train_size(task)
-
     def _train_examples(self, task: str, positions: np.ndarray) -> dict[str, torch.Tensor]:
         """Train rows `positions` tokenised now, padded to their longest (`prepare` trims as it trims a stored split)."""
         src = self._sources[task]
-        part = hub.train_rows(src, positions)
-        arrays = tokenize(self.tokenizer, [list(part[c]) for c in src["text"]], self._max_len, src["pad_id"])
+        arrays = self._encode(task, hub.train_rows(src, positions))
         arrays["labels"] = self.split_labels(task, "train")[positions]
         return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
@@ -272,13 +268,17 @@ class GPT2GLUE(ModelSuite):
         return hub.stored_split("glue-data", task, split, idx, facts,
                                 lambda tmp: self._tokenize(tmp, task, name, idx, sort=split != "train"))
 
+    def _encode(self, task: str, rows) -> dict[str, np.ndarray]:
+        """Rows of `task` (a dataset or its columns) tokenised: one form for stored splits and streamed batches."""
+        src = self._sources[task]
+        return tokenize(self.tokenizer, [list(rows[c]) for c in src["text"]], self._max_len, src["pad_id"])
+
     def _tokenize(self, tmp: Path, task: str, split_name: str, idx: np.ndarray | None, sort: bool) -> dict:
         src = self._sources[task]
         ds = src["dd"][split_name]
         if idx is not None:
             ds = ds.select(idx.tolist())
-        columns = [list(ds[c]) for c in src["text"]]
-        arrays = tokenize(self.tokenizer, columns, self._max_len, src["pad_id"])
+        arrays = self._encode(task, ds)
         labels = np.asarray(ds[src["label_col"]], dtype=np.int64)
         if len(labels) and (labels.min() < 0 or labels.max() >= src["num_classes"]):
             raise BenchError(f"dataset {self.datasets[task]!r} ({task}) split {split_name!r} has labels outside "

@@ -885,13 +885,11 @@ class PoolSuite(ModelSuite):
     def _train_examples(self, task: str, positions: np.ndarray) -> dict[str, torch.Tensor]:
         """Train rows `positions` tokenised or preprocessed now, as `_write_split` stores them."""
         from bench.tasks.clip import clip_images
-        from bench.tasks.gpt2_glue import tokenize
 
         src = self._sources[task]
         part = hub.train_rows(src, positions)
         if self.modality == "text":
-            arrays = tokenize(self.tokenizer, [[str(x) for x in part[c]] for c in src["inputs"]], self._max_len,
-                              self._pad_id, segments=True)
+            arrays = self._encode(task, part)
         else:
             arrays = {"pixel_values": clip_images(part[src["inputs"][0]], self.preprocess, self.preprocess_workers)}
         arrays["labels"] = self.split_labels(task, "train")[positions]
@@ -908,17 +906,21 @@ class PoolSuite(ModelSuite):
         return hub.stored_split("pool-data", task, split, idx, facts,
                                 lambda tmp: self._write_split(tmp, task, name, idx, sort=split != "train"))
 
+    def _encode(self, task: str, rows) -> dict[str, np.ndarray]:
+        """Text rows of `task` (a dataset or its columns) tokenised: one form for stored splits and streamed batches."""
+        from bench.tasks.gpt2_glue import tokenize
+
+        return tokenize(self.tokenizer, [[str(x) for x in rows[c]] for c in self._sources[task]["inputs"]],
+                        self._max_len, self._pad_id, segments=True)
+
     def _write_split(self, tmp: Path, task: str, split_name: str, idx: np.ndarray | None, sort: bool) -> dict:
         from bench.tasks.clip import write_images
-        from bench.tasks.gpt2_glue import tokenize
 
         src = self._sources[task]
         ds = src["dd"][split_name]
         labels = self._labels(task, ds, idx, split_name)
         if self.modality == "text":
-            part = ds if idx is None else ds.select(idx.tolist())
-            arrays = tokenize(self.tokenizer, [[str(x) for x in part[c]] for c in src["inputs"]], self._max_len,
-                              self._pad_id, segments=True)
+            arrays = self._encode(task, ds if idx is None else ds.select(idx.tolist()))
             arrays["labels"] = labels
             if sort:    # shortest first: batches of similar length carry little padding
                 order = np.argsort(arrays["attention_mask"].sum(axis=1), kind="stable")

@@ -153,6 +153,14 @@ def sigint_default():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def started(run: Path, timeout: float = 120) -> None:
+    """Until the run's directory `run` exists (it has started working), and half a second more."""
+    deadline = time.time() + timeout
+    while not run.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+
+
 def stopped(p: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
     """(stdout, stderr) of a process told to stop; one that goes on is killed (its group too: a shell loop),
     so that a failing test leaves no run of a million steps behind."""
@@ -175,10 +183,7 @@ def test_a_signal_is_one_line_and_leaves_nothing(sig, code, word, tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "bench", "run", "method=ls", *TOY, "method.steps=1000000",
                           f"out={out}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=sigint_default)
-    deadline = time.time() + 120
-    while not (out / "toy-quadratic" / "ls").exists() and time.time() < deadline:    # it has started working
-        time.sleep(0.1)
-    time.sleep(0.5)
+    started(out / "toy-quadratic" / "ls")
     p.send_signal(sig)
     _, err = stopped(p)
     assert p.returncode == code, err
@@ -198,10 +203,7 @@ def test_one_ctrl_c_stops_a_shell_loop_of_runs(tmp_path):
 
     p = subprocess.Popen(["bash", "-c", loop], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=own_group)
-    deadline = time.time() + 120
-    while not (tmp_path / "1" / "toy-quadratic" / "ls").exists() and time.time() < deadline:
-        time.sleep(0.1)
-    time.sleep(0.5)
+    started(tmp_path / "1" / "toy-quadratic" / "ls")
     os.killpg(p.pid, signal.SIGINT)
     out, err = stopped(p)
     assert p.returncode == -signal.SIGINT, err

@@ -23,7 +23,7 @@ from bench.cli import main
 from bench.core.registry import SUITES, BenchError
 from bench.tasks import clip, gpt2_glue
 from bench.tasks.pool import PoolSuite, load_spec
-from tests.test_published import bpe_tokenizer_parts, gpt2_tokenizer, image_dataset, perturbed
+from tests.test_published import bpe_tokenizer_parts, gpt2_tokenizer, image_dataset, perturbed, stored_train_batch
 
 pytest.importorskip("peft", reason="the tests make their LoRA adapters with peft: pip install -e '.[test]'")
 ROOT = Path(__file__).resolve().parent.parent
@@ -440,10 +440,8 @@ def test_pool_train_batches_stream_and_eval_size_subsets(pool, request):
     suite, sub = PoolSuite(spec=spec), PoolSuite(spec=spec, eval_size=2)
     for i, t in enumerate(suite.tasks):
         got = suite.train_batch(t, 5, torch.Generator().manual_seed(i))
-        data = suite._split_data(t, "train")                       # the stored form of the whole split
-        idx = torch.randint(len(data["labels"]), (5,), generator=torch.Generator().manual_seed(i))
-        want = suite.prepare({k: v[idx] for k, v in data.items()}, "cpu")
+        want = stored_train_batch(suite, t, 5, i)                  # the same draw from the whole stored split
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want), t
         assert len(sub.eval_data(t, "test")["labels"]) == min(2, len(suite.eval_data(t, "test")["labels"]))
-        assert sub.train_size(t) == suite.train_size(t) == len(data["labels"])
+        assert sub.train_size(t) == suite.train_size(t) == len(suite._split_data(t, "train")["labels"])
     assert sub.key != suite.key and sub.config()["eval_size"] == 2

@@ -616,8 +616,7 @@ def stored_train_batch(suite, task: str, batch_size: int, seed: int):
 
 
 @pytest.mark.parametrize("family", ["clip", "gpt2"])
-def test_train_batches_are_prepared_as_drawn_and_equal_the_stored_splits(family, clip_assets, gpt2_assets,
-                                                                         offline_env):
+def test_train_batches_are_prepared_as_drawn_and_equal_the_stored_splits(family, clip_assets, gpt2_assets):
     from bench.tasks.cache import cache_root
 
     a = clip_assets if family == "clip" else gpt2_assets

@@ -31,7 +31,7 @@ def comparable(path: Path) -> dict:
     return rec
 
 
-from tests.test_bad_input import sigint_default, stopped  # noqa: E402
+from tests.test_bad_input import STOPPED, sigint_default, stopped  # noqa: E402
 
 
 def start(args: list[str], out: Path) -> subprocess.Popen:
@@ -88,7 +88,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_record(args, when, tmp_path
     assert comparable(resumed) == comparable(whole)
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGINT, -signal.SIGINT), (signal.SIGTERM, 143)])   # see test_bad_input
+@pytest.mark.parametrize("sig,code", [s[:2] for s in STOPPED])
 def test_a_stop_signal_checkpoints_and_says_how_to_resume(sig, code, tmp_path, capsys):
     args = ["method=ls", "tasks=toy-quadratic", "method.steps=1500", "method.partitions=2"]
     p = start(args, tmp_path)
